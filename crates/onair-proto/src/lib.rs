@@ -1,0 +1,11 @@
+//! Pure protocol code for onair: bytes and instants in, values out. No sockets, no tokio,
+//! no clock reads — everything here is deterministic and unit/property/fuzz tested.
+//!
+//! Place in the data flow: inputs use [`icecast`] to parse source requests and
+//! [`frame`] to cut their bytes into frames/pages for a mount; outputs use [`icy`] to
+//! interleave metadata for listeners and [`playlist`] to describe mounts.
+
+pub mod frame;
+pub mod icecast;
+pub mod icy;
+pub mod playlist;

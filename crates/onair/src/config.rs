@@ -1,0 +1,431 @@
+//! Configuration: one TOML file (every key optional) plus CLI overrides → a validated
+//! [`Config`]. Defaults are documented in docs/CONFIG.md; `onair serve` with nothing at all
+//! starts a working station.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The file as written: everything optional, unknown keys rejected so typos are caught.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub bind: Option<String>,
+    pub hostname: Option<String>,
+    pub location: Option<String>,
+    pub admin_email: Option<String>,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub defaults: RawMountSettings,
+    #[serde(default)]
+    pub mount: Vec<RawMount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub source_password: Option<String>,
+    pub admin_user: Option<String>,
+    pub admin_password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_clients: Option<usize>,
+    pub max_sources: Option<usize>,
+    pub source_timeout: Option<f64>,
+    pub header_timeout: Option<f64>,
+    pub max_head_bytes: Option<usize>,
+}
+
+/// Mount settings that may be given per mount or under `[defaults]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMountSettings {
+    pub max_listeners: Option<usize>,
+    pub burst_size: Option<usize>,
+    pub queue_size: Option<usize>,
+    pub metaint: Option<usize>,
+    pub chunk_ms: Option<u64>,
+    pub send_buffer: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMount {
+    pub name: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub hidden: Option<bool>,
+    pub fallback: Option<String>,
+    pub fallback_override: Option<bool>,
+    pub stream_name: Option<String>,
+    pub description: Option<String>,
+    pub genre: Option<String>,
+    pub url: Option<String>,
+    #[serde(flatten)]
+    pub settings: RawMountSettings,
+}
+
+/// CLI flags that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<SocketAddr>,
+    pub source_password: Option<String>,
+    pub admin_user: Option<String>,
+    pub admin_password: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub hostname: String,
+    pub location: String,
+    pub admin_email: String,
+    pub auth: Auth,
+    pub limits: Limits,
+    pub defaults: MountSettings,
+    pub mounts: Vec<MountConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub source_password: String,
+    pub admin_user: String,
+    pub admin_password: String,
+    /// Which secrets were generated because none were configured (printed at start).
+    pub generated_source: bool,
+    pub generated_admin: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_clients: usize,
+    pub max_sources: usize,
+    pub source_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_head_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSettings {
+    pub max_listeners: usize,
+    pub burst_size: usize,
+    pub queue_size: usize,
+    pub metaint: usize,
+    /// Audio is handed to listeners in chunks of about this much media time: fewer, larger
+    /// writes per listener (the main CPU cost) at the price of that much extra latency.
+    pub chunk: Duration,
+    /// Kernel send buffer per listener socket (0 = kernel default). Bounds how much a stalled
+    /// listener can hide in the kernel before the `queue_size` lag limit sees it.
+    pub send_buffer: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub name: String,
+    pub username: String,
+    pub password: Option<String>,
+    pub hidden: bool,
+    pub fallback: Option<String>,
+    pub fallback_override: bool,
+    pub stream_name: Option<String>,
+    pub description: Option<String>,
+    pub genre: Option<String>,
+    pub url: Option<String>,
+    pub settings: MountSettings,
+}
+
+pub const DEFAULT_BIND: &str = "0.0.0.0:8000";
+
+impl MountSettings {
+    fn resolve(raw: &RawMountSettings, base: &MountSettings) -> MountSettings {
+        MountSettings {
+            max_listeners: raw.max_listeners.unwrap_or(base.max_listeners),
+            burst_size: raw.burst_size.unwrap_or(base.burst_size),
+            queue_size: raw.queue_size.unwrap_or(base.queue_size),
+            metaint: raw.metaint.unwrap_or(base.metaint),
+            chunk: raw.chunk_ms.map_or(base.chunk, Duration::from_millis),
+            send_buffer: raw.send_buffer.unwrap_or(base.send_buffer),
+        }
+    }
+
+    fn validate(&self, what: &str) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("{what}: {m}")));
+        if !(1..=65535).contains(&self.metaint) {
+            return bad(format!("metaint must be 1..=65535, got {}", self.metaint));
+        }
+        if self.queue_size < 16 * 1024 {
+            return bad(format!(
+                "queue_size must be at least 16384, got {}",
+                self.queue_size
+            ));
+        }
+        if self.chunk > Duration::from_secs(5) {
+            return bad("chunk_ms must be at most 5000".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for MountSettings {
+    fn default() -> Self {
+        MountSettings {
+            max_listeners: 100_000,
+            burst_size: 65_536,
+            queue_size: 524_288,
+            metaint: 16_000,
+            chunk: Duration::from_millis(500),
+            send_buffer: 65_536,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (if any) and applies `overrides`. Missing secrets are generated.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let raw = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        Config::from_raw(raw, overrides)
+    }
+
+    pub fn from_raw(raw: RawConfig, ov: &Overrides) -> Result<Config, ConfigError> {
+        let bind = match (ov.bind, &raw.bind) {
+            (Some(b), _) => b,
+            (None, Some(s)) => s
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("bind: not an ADDR:PORT: {s:?}")))?,
+            // invariant: the constant is a valid socket address
+            (None, None) => DEFAULT_BIND.parse().expect("default bind address"),
+        };
+        let (source_password, generated_source) =
+            pick_secret(ov.source_password.clone(), raw.auth.source_password)?;
+        let (admin_password, generated_admin) =
+            pick_secret(ov.admin_password.clone(), raw.auth.admin_password)?;
+        let limits = Limits {
+            max_clients: raw.limits.max_clients.unwrap_or(50_000),
+            max_sources: raw.limits.max_sources.unwrap_or(64),
+            source_timeout: secs(raw.limits.source_timeout, 10.0, "source_timeout")?,
+            header_timeout: secs(raw.limits.header_timeout, 15.0, "header_timeout")?,
+            max_head_bytes: raw.limits.max_head_bytes.unwrap_or(8192).clamp(1024, 65536),
+        };
+        let defaults = MountSettings::resolve(&raw.defaults, &MountSettings::default());
+        defaults.validate("[defaults]")?;
+        let mut mounts: Vec<MountConfig> = Vec::new();
+        for m in raw.mount {
+            validate_mount_name(&m.name).map_err(ConfigError::Invalid)?;
+            if mounts.iter().any(|o| o.name == m.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "mount {} is defined twice",
+                    m.name
+                )));
+            }
+            if let Some(f) = &m.fallback {
+                validate_mount_name(f)
+                    .map_err(|e| ConfigError::Invalid(format!("mount {} fallback: {e}", m.name)))?;
+            }
+            let settings = MountSettings::resolve(&m.settings, &defaults);
+            settings.validate(&format!("mount {}", m.name))?;
+            mounts.push(MountConfig {
+                username: m.username.unwrap_or_else(|| "source".into()),
+                password: m.password,
+                hidden: m.hidden.unwrap_or(false),
+                fallback: m.fallback,
+                fallback_override: m.fallback_override.unwrap_or(false),
+                stream_name: m.stream_name,
+                description: m.description,
+                genre: m.genre,
+                url: m.url,
+                settings,
+                name: m.name,
+            });
+        }
+        Ok(Config {
+            bind,
+            hostname: raw.hostname.unwrap_or_else(|| "localhost".into()),
+            location: raw.location.unwrap_or_else(|| "Earth".into()),
+            admin_email: raw
+                .admin_email
+                .unwrap_or_else(|| "icemaster@localhost".into()),
+            auth: Auth {
+                source_password,
+                admin_user: ov
+                    .admin_user
+                    .clone()
+                    .or(raw.auth.admin_user)
+                    .unwrap_or_else(|| "admin".into()),
+                admin_password,
+                generated_source,
+                generated_admin,
+            },
+            limits,
+            defaults,
+            mounts,
+        })
+    }
+
+    pub fn mount(&self, name: &str) -> Option<&MountConfig> {
+        self.mounts.iter().find(|m| m.name == name)
+    }
+}
+
+fn secs(v: Option<f64>, default: f64, key: &str) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if !(0.1..=86_400.0).contains(&v) {
+        return Err(ConfigError::Invalid(format!(
+            "{key} must be between 0.1 and 86400 seconds, got {v}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn pick_secret(flag: Option<String>, file: Option<String>) -> Result<(String, bool), ConfigError> {
+    match flag.or(file) {
+        Some(s) if s.is_empty() => Err(ConfigError::Invalid("passwords must not be empty".into())),
+        Some(s) => Ok((s, false)),
+        None => Ok((generate_secret()?, true)),
+    }
+}
+
+fn generate_secret() -> Result<String, ConfigError> {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw)
+        .map_err(|e| ConfigError::Invalid(format!("cannot generate a password: {e}")))?;
+    Ok(raw
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect())
+}
+
+/// Paths that can never be mounts because the web app owns them.
+const RESERVED_PREFIXES: &[&str] = &["/admin", "/api", "/status-json.xsl", "/status.xsl"];
+
+/// A mount name is an absolute path of safe characters that does not collide with the web
+/// app or with playlist URLs (`/x.m3u` is the playlist of `/x`).
+pub fn validate_mount_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-_.~+@!$()*,".contains(&b));
+    if !name.starts_with('/') || name.len() < 2 || name.len() > 256 || !ok_chars {
+        return Err(format!(
+            "mount name {name:?} must start with '/' and use only letters, digits and -_.~+@!$()*,"
+        ));
+    }
+    if name.contains("//") || name.split('/').any(|seg| seg == ".." || seg == ".") {
+        return Err(format!(
+            "mount name {name:?} has an empty or relative path segment"
+        ));
+    }
+    if RESERVED_PREFIXES
+        .iter()
+        .any(|p| name == *p || name.starts_with(&format!("{p}/")))
+    {
+        return Err(format!(
+            "mount name {name:?} is reserved for the web interface"
+        ));
+    }
+    if onair_proto::playlist::PlaylistKind::split_path(name).is_some() {
+        return Err(format!(
+            "mount name {name:?} ends like a playlist URL (.m3u/.pls/.xspf)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_a_working_station() {
+        let c = Config::from_raw(RawConfig::default(), &Overrides::default()).unwrap();
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert!(c.auth.generated_source && c.auth.generated_admin);
+        assert_eq!(c.auth.source_password.len(), 16);
+        assert_ne!(c.auth.source_password, c.auth.admin_password);
+    }
+
+    #[test]
+    fn mounts_inherit_defaults_and_flags_win() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            bind = "127.0.0.1:9000"
+            [auth]
+            source_password = "file"
+            [defaults]
+            metaint = 8192
+            [[mount]]
+            name = "/live"
+            password = "p"
+            max_listeners = 5000
+            burst_size = 65536
+            queue_size = 524288
+            fallback = "/autodj"
+            fallback_override = true
+            "#,
+        )
+        .unwrap();
+        let ov = Overrides {
+            source_password: Some("flag".into()),
+            ..Default::default()
+        };
+        let c = Config::from_raw(raw, &ov).unwrap();
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.auth.source_password, "flag");
+        let m = c.mount("/live").unwrap();
+        assert_eq!(m.settings.metaint, 8192);
+        assert_eq!(m.settings.max_listeners, 5000);
+        assert_eq!(m.fallback.as_deref(), Some("/autodj"));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        assert!(toml::from_str::<RawConfig>("bnd = \"x\"").is_err());
+        for name in [
+            "live",
+            "/",
+            "/a b",
+            "/admin",
+            "/x.m3u",
+            "/a/../b",
+            "/status-json.xsl",
+        ] {
+            assert!(validate_mount_name(name).is_err(), "{name}");
+        }
+        for name in ["/live", "/live.mp3", "/a/b-c_d.ogg"] {
+            assert!(validate_mount_name(name).is_ok(), "{name}");
+        }
+        let raw: RawConfig = toml::from_str("[defaults]\nmetaint = 0").unwrap();
+        assert!(Config::from_raw(raw, &Overrides::default()).is_err());
+    }
+}

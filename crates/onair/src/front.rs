@@ -1,0 +1,216 @@
+//! The HTTP front: accepts connections under the `max_clients` limit, reads the request
+//! head itself (size- and time-limited), and routes: source ingest and listener streaming
+//! are handled natively (Icecast wire behaviour), everything else goes to hyper + axum
+//! together with the bytes already read.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes};
+use onair_proto::icecast::{parse_request_head, HeadError, RequestHead};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::OwnedSemaphorePermit,
+};
+
+use crate::{input, output, station::Station, web};
+
+pub async fn run(listener: TcpListener, station: Arc<Station>) -> io::Result<()> {
+    let token = station.supervisor.token().clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; existing
+                    // connections keep being served.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        Station::count(&station.counters.connections);
+        match station.client_slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let st = station.clone();
+                station
+                    .supervisor
+                    .spawn_connection(handle(stream, peer, st, permit));
+            }
+            Err(_) => {
+                Station::count(&station.counters.rejected_connections);
+                tracing::warn!(%peer, "max_clients reached, refusing connection");
+                station.supervisor.spawn_connection(async move {
+                    let mut stream = stream;
+                    let reply = plain_response(503, "Service Unavailable", "Server is full\n");
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        stream.write_all(reply.as_bytes()),
+                    )
+                    .await;
+                });
+            }
+        }
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    station: Arc<Station>,
+    permit: OwnedSemaphorePermit,
+) {
+    let limits = &station.config.limits;
+    let token = station.supervisor.token().clone();
+    let head = tokio::select! {
+        _ = token.cancelled() => return,
+        r = tokio::time::timeout(limits.header_timeout, read_head(&mut stream, limits.max_head_bytes)) => r,
+    };
+    let (head, buffered) = match head {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => return, // closed before sending a request
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "bad request head");
+            let _ = stream
+                .write_all(plain_response(400, "Bad Request", &format!("{e}\n")).as_bytes())
+                .await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "request head timed out");
+            let _ = stream
+                .write_all(plain_response(408, "Request Timeout", "Request timed out\n").as_bytes())
+                .await;
+            return;
+        }
+    };
+    let body = buffered.slice(head.head_len..);
+    let path = head.path();
+    let is_web_path = path.starts_with("/api/") || path.starts_with("/admin/");
+    match head.method.as_str() {
+        // libshout (TLS "auto" mode) probes with `OPTIONS * ... Upgrade: TLS/1.0` and falls
+        // back to plain HTTP only if the connection closes; any HTTP answer, even a correct
+        // one, makes it give up with "Login failed". Icecast 2.4 closes, and so do we.
+        "OPTIONS" if head.target == "*" => {
+            tracing::debug!(%peer, "OPTIONS * (TLS upgrade probe): closing, no in-band TLS");
+        }
+        "SOURCE" => Box::pin(input::source::run(stream, peer, head, body, station)).await,
+        "PUT" if !is_web_path => {
+            Box::pin(input::source::run(stream, peer, head, body, station)).await
+        }
+        "GET" | "HEAD" | "OPTIONS" if !is_web_path && station.mounts.get(path).is_some() => {
+            output::listener::run(stream, peer, head, station).await
+        }
+        _ => {
+            Box::pin(web::serve_connection(
+                station,
+                Prefixed::new(buffered, stream),
+                peer,
+            ))
+            .await
+        }
+    }
+    drop(permit);
+}
+
+/// Reads until a complete head. Returns it with every byte read so far.
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+) -> Result<Option<(RequestHead, Bytes)>, HeadError> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let n = match stream.read_buf(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => return Ok(None),
+        };
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(HeadError::Malformed(
+                    "connection closed inside the request head",
+                ))
+            };
+        }
+        if let Some(head) = parse_request_head(&buf, max)? {
+            return Ok(Some((head, Bytes::from(buf))));
+        }
+        if buf.len() > max {
+            return Err(HeadError::TooLarge(max));
+        }
+    }
+}
+
+/// A short close-delimited plain-text response, Icecast style.
+pub fn plain_response(code: u16, reason: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.0 {code} {reason}\r\nServer: {}\r\nConnection: Close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-cache, no-store\r\nAccess-Control-Allow-Origin: *\r\n\r\n{body}",
+        crate::SERVER_ID,
+        body.len()
+    )
+}
+
+/// A stream that first yields bytes already read, then the socket: lets hyper parse a
+/// request head the front has looked at.
+pub struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Prefixed<S> {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,3 @@
+//! Inputs: everything that produces audio into a mount.
+
+pub mod source;

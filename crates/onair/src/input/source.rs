@@ -1,0 +1,206 @@
+//! Network sources: Icecast `PUT` (with `Expect: 100-continue`, raw or chunked body) and
+//! legacy `SOURCE`. Authenticates, claims the mount, then cuts the body into whole
+//! frames/pages and feeds them to the mount until the client leaves or goes silent for
+//! `source_timeout`.
+
+use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use onair_proto::{
+    frame::{Format, Framer},
+    icecast::{secrets_equal, ChunkedDecoder, RequestHead, StreamInfoHeaders},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::Instant,
+};
+
+use crate::{
+    config::{validate_mount_name, Config},
+    front::plain_response,
+    mount::SourceInfo,
+    station::Station,
+};
+
+/// A source buffering this much without yielding a single unit is not sending its format.
+const MAX_UNFRAMED: usize = 1024 * 1024;
+
+/// The realm libshout-based clients need to see before they send credentials.
+pub const REALM: &str = "Icecast2 Server";
+
+pub async fn run(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    body: Bytes,
+    station: Arc<Station>,
+) {
+    let mount_name = head.path().to_string();
+    if let Err(e) = validate_mount_name(&mount_name) {
+        tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
+        reply(&mut stream, 403, "Forbidden", "Invalid mountpoint\n").await;
+        return;
+    }
+    if !source_authorized(&station.config, &mount_name, &head) {
+        tracing::info!(%peer, mount = %mount_name, "source refused: bad or missing credentials");
+        let msg = "You need to authenticate\n";
+        let resp = format!(
+            "HTTP/1.0 401 Authorization Required\r\nServer: {}\r\nWWW-Authenticate: Basic realm=\"{REALM}\"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: Close\r\n\r\n{msg}",
+            crate::SERVER_ID,
+            msg.len()
+        );
+        let _ = stream.write_all(resp.as_bytes()).await;
+        return;
+    }
+    let content_type = match head.header("content-type") {
+        Some(ct) if !ct.is_empty() => ct.to_string(),
+        _ => {
+            tracing::warn!(%peer, mount = %mount_name, "source sent no Content-Type; assuming audio/mpeg");
+            "audio/mpeg".to_string()
+        }
+    };
+    let format = Format::from_content_type(&content_type).unwrap_or_else(|| {
+        tracing::warn!(%peer, mount = %mount_name, %content_type, "unknown content type: relaying bytes unframed");
+        Format::Opaque
+    });
+    let info = SourceInfo {
+        content_type,
+        format,
+        headers: StreamInfoHeaders::from_head(&head),
+        peer,
+        user_agent: head.header("user-agent").unwrap_or("").to_string(),
+        connected_at: SystemTime::now(),
+    };
+    let limits = &station.config.limits;
+    let (mount, ticket) = match station
+        .mounts
+        .attach_source(&mount_name, info, limits.max_sources)
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
+            reply(&mut stream, 403, "Forbidden", &format!("{e}\n")).await;
+            return;
+        }
+    };
+    Station::count(&station.counters.source_connections);
+    let mut ok = Vec::new();
+    if head.expects_continue() {
+        ok.extend_from_slice(b"HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\n");
+    }
+    ok.extend_from_slice(b"HTTP/1.0 200 OK\r\n\r\n");
+    tracing::info!(%peer, mount = %mount_name, method = %head.method, ?format, "source connected");
+    let outcome = match stream.write_all(&ok).await {
+        Ok(()) => pump(&mut stream, &head, body, format, &station, &mount, ticket).await,
+        Err(e) => Err(format!("cannot answer: {e}")),
+    };
+    mount.detach_source(ticket);
+    station.mounts.release(&mount);
+    let status = mount.status();
+    match outcome {
+        Ok(why) => {
+            tracing::info!(%peer, mount = %mount_name, bytes = status.bytes_in, "source left: {why}")
+        }
+        Err(why) => {
+            tracing::warn!(%peer, mount = %mount_name, bytes = status.bytes_in, "source dropped: {why}")
+        }
+    }
+}
+
+/// Moves body bytes into the mount. `Ok` carries a normal end reason, `Err` an abnormal one.
+async fn pump(
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    first: Bytes,
+    format: Format,
+    station: &Station,
+    mount: &crate::mount::Mount,
+    ticket: crate::mount::SourceTicket,
+) -> Result<&'static str, String> {
+    let token = station.supervisor.token().clone();
+    let source_timeout = station.config.limits.source_timeout;
+    let flush_after = mount
+        .settings
+        .chunk
+        .max(std::time::Duration::from_millis(50));
+    let mut chunked = head.is_chunked().then(ChunkedDecoder::default);
+    let mut framer = Framer::new(format);
+    let mut raw = BytesMut::from(&first[..]);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut units = Vec::new();
+    let mut last_data = Instant::now();
+    loop {
+        // Decode what we have: chunked framing first, then frames.
+        if let Some(dec) = chunked.as_mut() {
+            let mut out = Vec::new();
+            dec.decode(&raw, &mut out)
+                .map_err(|e| format!("bad chunked body: {e}"))?;
+            raw.clear();
+            buf.extend_from_slice(&out);
+        } else {
+            buf.extend_from_slice(&raw);
+            raw.clear();
+        }
+        units.clear();
+        let mut used = 0;
+        while let Some(unit) = framer.next_unit(&buf[used..]) {
+            used += unit.len;
+            units.push(unit);
+        }
+        if !units.is_empty() && !mount.ingest(ticket, &buf[..used], &units, framer.stream_info()) {
+            return Ok("replaced by another source");
+        }
+        buf.advance(used);
+        if buf.len() > MAX_UNFRAMED {
+            return Err(format!(
+                "no frame sync in {MAX_UNFRAMED} bytes: not the declared format"
+            ));
+        }
+        if chunked.as_ref().is_some_and(|d| d.is_done()) {
+            return Ok("end of chunked body");
+        }
+        let read = tokio::select! {
+            _ = token.cancelled() => return Ok("server shutting down"),
+            r = tokio::time::timeout(flush_after, stream.read_buf(&mut raw)) => r,
+        };
+        match read {
+            Ok(Ok(0)) => return Ok("connection closed"),
+            Ok(Ok(_)) => last_data = Instant::now(),
+            Ok(Err(e)) => return Err(format!("read error: {e}")),
+            Err(_) => {
+                // Quiet for a moment: let listeners have what we hold.
+                mount.flush();
+                if last_data.elapsed() >= source_timeout {
+                    return Err(format!("no data for {:?} (source_timeout)", source_timeout));
+                }
+            }
+        }
+    }
+}
+
+/// Source credentials: the mount's own user/password if configured, else user `source`
+/// with the global source password.
+pub fn source_authorized(config: &Config, mount: &str, head: &RequestHead) -> bool {
+    let Some(creds) = head.basic_auth() else {
+        return false;
+    };
+    match config.mount(mount) {
+        Some(m) => {
+            let pass = m
+                .password
+                .as_deref()
+                .unwrap_or(&config.auth.source_password);
+            creds.user == m.username && secrets_equal(&creds.password, pass)
+        }
+        None => {
+            creds.user == "source" && secrets_equal(&creds.password, &config.auth.source_password)
+        }
+    }
+}
+
+async fn reply(stream: &mut TcpStream, code: u16, reason: &str, body: &str) {
+    let _ = stream
+        .write_all(plain_response(code, reason, body).as_bytes())
+        .await;
+}

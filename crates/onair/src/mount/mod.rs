@@ -1,0 +1,398 @@
+//! Mounts: where inputs meet outputs. A [`Mount`] owns one ordered stream — frame-aligned
+//! audio chunks, each tagged with the ICY metadata in effect — plus the Ogg codec headers a
+//! late joiner needs, and wakes its listeners when a chunk is published.
+//!
+//! Invariants: a title change cuts the pending chunk, so metadata applies at exactly the
+//! byte where it was set; chunks never split a frame or page; publishing never waits for a
+//! listener (slow listeners fall behind and are dropped by their own task).
+
+pub mod registry;
+pub mod ring;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Mutex, MutexGuard,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::{Bytes, BytesMut};
+use onair_proto::{
+    frame::{Format, StreamInfo, Unit, UnitKind},
+    icecast::StreamInfoHeaders,
+    icy::{encode_block, StreamMeta},
+};
+use tokio::sync::watch;
+
+use crate::config::{MountConfig, MountSettings};
+use ring::{Chunk, Ring};
+
+/// A chunk is published once it holds this much audio even if `chunk` time isn't reached.
+const MAX_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What the current source told us about itself.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub content_type: String,
+    pub format: Format,
+    pub headers: StreamInfoHeaders,
+    pub peer: SocketAddr,
+    pub user_agent: String,
+    pub connected_at: SystemTime,
+}
+
+#[derive(Debug)]
+struct Live {
+    info: SourceInfo,
+    codec: StreamInfo,
+    started: Instant,
+    bytes_in: u64,
+    junk_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct OggHeaders {
+    pages: Vec<Bytes>,
+    /// Stream offset where the current chain link's header pages begin.
+    start: u64,
+    /// True while header pages of the current link are still arriving.
+    open: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    live: Option<Live>,
+    generation: u64,
+    /// Ring offset where the current source's stream begins; bursts never reach before it.
+    stream_start: u64,
+    ring: Ring,
+    pending: BytesMut,
+    pending_time: Duration,
+    title: Option<String>,
+    meta_block: Bytes,
+    ogg: OggHeaders,
+}
+
+#[derive(Debug, Default)]
+pub struct MountStats {
+    pub listeners: AtomicUsize,
+    pub listener_peak: AtomicUsize,
+    pub listener_connections: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub lagged_listeners: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Mount {
+    pub name: String,
+    /// `None` for mounts created on the fly by a source.
+    pub config: Option<MountConfig>,
+    pub settings: MountSettings,
+    state: Mutex<State>,
+    tick: watch::Sender<u64>,
+    pub stats: MountStats,
+}
+
+/// Proof that the caller is the mount's current source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceTicket(u64);
+
+/// Everything a new listener needs to start: response facts plus its start position.
+#[derive(Debug)]
+pub struct Subscription {
+    pub content_type: String,
+    pub headers: StreamInfoHeaders,
+    pub codec: StreamInfo,
+    /// Codec header pages to send before the first chunk (Ogg late joiners).
+    pub prefix: Vec<Bytes>,
+    pub seq: u64,
+    /// Chunks before this sequence number are burst (already published when the listener
+    /// joined): they are announced with `current_meta`, so the first metadata block a
+    /// listener gets carries the current title rather than the one of the burst's start.
+    pub live_seq: u64,
+    pub current_meta: Bytes,
+    pub ticks: watch::Receiver<u64>,
+}
+
+/// The result of a listener's read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// New chunks were appended; continue from this sequence number.
+    Data(u64),
+    /// Nothing new yet.
+    Idle,
+    /// The source is gone and everything it sent has been read.
+    Ended,
+    /// The listener fell further behind than the ring holds.
+    Lagged,
+}
+
+/// Snapshot for status pages.
+#[derive(Debug, Clone)]
+pub struct MountStatus {
+    pub name: String,
+    pub source: Option<SourceInfo>,
+    pub codec: StreamInfo,
+    pub title: Option<String>,
+    pub source_uptime: Duration,
+    pub bytes_in: u64,
+    pub junk_bytes: u64,
+}
+
+impl Mount {
+    pub fn new(name: String, config: Option<MountConfig>, defaults: &MountSettings) -> Mount {
+        let settings = config
+            .as_ref()
+            .map_or_else(|| defaults.clone(), |c| c.settings.clone());
+        let retain = settings.queue_size.max(settings.burst_size) + MAX_CHUNK_BYTES;
+        Mount {
+            name,
+            config,
+            state: Mutex::new(State {
+                live: None,
+                generation: 0,
+                stream_start: 0,
+                ring: Ring::new(retain),
+                pending: BytesMut::new(),
+                pending_time: Duration::ZERO,
+                title: None,
+                meta_block: encode_block(&StreamMeta::default()),
+                ogg: OggHeaders::default(),
+            }),
+            tick: watch::Sender::new(0),
+            settings,
+            stats: MountStats::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug elsewhere; the state itself stays valid
+        // (every mutation is a few field writes), so keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.lock().live.is_some()
+    }
+
+    /// Makes `info`'s connection the mount's source, unless one is already attached.
+    pub fn attach_source(&self, info: SourceInfo) -> Option<SourceTicket> {
+        let mut st = self.lock();
+        if st.live.is_some() {
+            return None;
+        }
+        st.generation += 1;
+        st.stream_start = st.ring.end_offset();
+        st.ogg = OggHeaders::default();
+        st.title = None;
+        st.meta_block = encode_block(&StreamMeta::default());
+        st.live = Some(Live {
+            info,
+            codec: StreamInfo::default(),
+            started: Instant::now(),
+            bytes_in: 0,
+            junk_bytes: 0,
+        });
+        Some(SourceTicket(st.generation))
+    }
+
+    /// Publishes what is pending and detaches the source; listeners drain and close.
+    pub fn detach_source(&self, ticket: SourceTicket) {
+        let mut st = self.lock();
+        if st.generation != ticket.0 || st.live.is_none() {
+            return;
+        }
+        publish(&mut st);
+        st.live = None;
+        let end = st.ring.end_seq();
+        drop(st);
+        self.tick.send_replace(end);
+    }
+
+    /// Adds whole units from the source (`units` describe consecutive slices of `data`).
+    /// Returns false if `ticket` no longer owns the mount.
+    pub fn ingest(
+        &self,
+        ticket: SourceTicket,
+        data: &[u8],
+        units: &[Unit],
+        codec: StreamInfo,
+    ) -> bool {
+        let mut st = self.lock();
+        if st.generation != ticket.0 || st.live.is_none() {
+            return false;
+        }
+        let chunk = self.settings.chunk;
+        let mut published = false;
+        let mut pos = 0usize;
+        for unit in units {
+            let Some(bytes) = data.get(pos..pos + unit.len) else {
+                break;
+            };
+            pos += unit.len;
+            match unit.kind {
+                UnitKind::Junk => {
+                    if let Some(live) = st.live.as_mut() {
+                        live.junk_bytes += bytes.len() as u64;
+                    }
+                    continue;
+                }
+                UnitKind::CodecHeader => {
+                    if unit.begins_stream && !st.ogg.open {
+                        // A new chain link: cut here so a late joiner's burst can start
+                        // exactly at these headers.
+                        published |= publish(&mut st);
+                        let start = st.ring.end_offset();
+                        st.ogg = OggHeaders {
+                            pages: Vec::new(),
+                            start,
+                            open: true,
+                        };
+                    }
+                    if st.ogg.open {
+                        st.ogg.pages.push(Bytes::copy_from_slice(bytes));
+                    }
+                }
+                UnitKind::Audio => {
+                    st.ogg.open = false;
+                    if unit.sample_rate > 0 {
+                        st.pending_time += Duration::from_micros(
+                            u64::from(unit.samples) * 1_000_000 / u64::from(unit.sample_rate),
+                        );
+                    }
+                }
+            }
+            st.pending.extend_from_slice(bytes);
+            if st.pending_time >= chunk || st.pending.len() >= MAX_CHUNK_BYTES {
+                published |= publish(&mut st);
+            }
+        }
+        if let Some(live) = st.live.as_mut() {
+            live.bytes_in += pos as u64;
+            live.codec = codec;
+        }
+        let end = st.ring.end_seq();
+        drop(st);
+        if published {
+            self.tick.send_replace(end);
+        }
+        true
+    }
+
+    /// Publishes pending audio now (the source went quiet for a moment).
+    pub fn flush(&self) {
+        let mut st = self.lock();
+        if publish(&mut st) {
+            let end = st.ring.end_seq();
+            drop(st);
+            self.tick.send_replace(end);
+        }
+    }
+
+    /// Sets the title from this byte on: pending audio is published under the old title.
+    pub fn set_metadata(&self, meta: StreamMeta) {
+        let mut st = self.lock();
+        let published = publish(&mut st);
+        st.meta_block = encode_block(&meta);
+        st.title = Some(meta.title);
+        let end = st.ring.end_seq();
+        drop(st);
+        if published {
+            self.tick.send_replace(end);
+        }
+    }
+
+    /// Registers a new listener: burst start, Ogg headers, and a wake-up channel.
+    pub fn subscribe(&self) -> Option<Subscription> {
+        let ticks = self.tick.subscribe();
+        let st = self.lock();
+        let live = st.live.as_ref()?;
+        let mut seq = st
+            .ring
+            .burst_start(self.settings.burst_size, st.stream_start);
+        let mut prefix = Vec::new();
+        if !st.ogg.pages.is_empty() {
+            match st.ring.seq_at_offset(st.ogg.start) {
+                // The burst reaches back to the headers: start there, they come in-band.
+                Some(h) if st.ring.offset_of_seq(seq) <= st.ogg.start => seq = h,
+                _ => prefix = st.ogg.pages.clone(),
+            }
+        }
+        Some(Subscription {
+            content_type: live.info.content_type.clone(),
+            headers: live.info.headers.clone(),
+            codec: live.codec,
+            prefix,
+            seq,
+            live_seq: st.ring.end_seq(),
+            current_meta: st.meta_block.clone(),
+            ticks,
+        })
+    }
+
+    /// Appends chunks from `seq` on; `lag_from` is the listener's last fully written offset,
+    /// used for the `queue_size` limit.
+    pub fn read(&self, seq: u64, out: &mut Vec<Chunk>) -> Read {
+        let st = self.lock();
+        match st.ring.read_from(seq, out) {
+            Err(_) => Read::Lagged,
+            Ok(next) if next != seq => Read::Data(next),
+            Ok(_) if st.live.is_none() => Read::Ended,
+            Ok(_) => Read::Idle,
+        }
+    }
+
+    /// How far (bytes) the newest audio is ahead of `offset`.
+    pub fn lag_behind(&self, offset: u64) -> u64 {
+        self.lock().ring.end_offset().saturating_sub(offset)
+    }
+
+    /// The stream offset where chunk `seq` begins.
+    pub fn offset_of(&self, seq: u64) -> u64 {
+        self.lock().ring.offset_of_seq(seq)
+    }
+
+    pub fn status(&self) -> MountStatus {
+        let st = self.lock();
+        MountStatus {
+            name: self.name.clone(),
+            source: st.live.as_ref().map(|l| l.info.clone()),
+            codec: st.live.as_ref().map(|l| l.codec).unwrap_or_default(),
+            title: st.title.clone(),
+            source_uptime: st
+                .live
+                .as_ref()
+                .map_or(Duration::ZERO, |l| l.started.elapsed()),
+            bytes_in: st.live.as_ref().map_or(0, |l| l.bytes_in),
+            junk_bytes: st.live.as_ref().map_or(0, |l| l.junk_bytes),
+        }
+    }
+
+    pub fn listener_joined(&self) {
+        let now = self.stats.listeners.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.listener_peak.fetch_max(now, Ordering::Relaxed);
+        self.stats
+            .listener_connections
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn listener_left(&self, bytes_sent: u64) {
+        self.stats.listeners.fetch_sub(1, Ordering::Relaxed);
+        self.stats
+            .bytes_sent
+            .fetch_add(bytes_sent, Ordering::Relaxed);
+    }
+}
+
+fn publish(st: &mut State) -> bool {
+    if st.pending.is_empty() {
+        return false;
+    }
+    let audio = st.pending.split().freeze();
+    let meta = st.meta_block.clone();
+    st.ring.push(audio, meta);
+    st.pending_time = Duration::ZERO;
+    true
+}

@@ -1,0 +1,99 @@
+//! The set of mounts by name: configured mounts live for the server's lifetime, mounts a
+//! source creates on the fly disappear when it leaves (their listeners finish draining on
+//! their own handle).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use crate::config::{Config, MountSettings};
+
+use super::{Mount, SourceInfo, SourceTicket};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("Mountpoint in use")]
+    InUse,
+    #[error("too many sources connected")]
+    TooManySources,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    mounts: RwLock<HashMap<String, Arc<Mount>>>,
+    defaults: MountSettings,
+}
+
+impl Registry {
+    pub fn new(config: &Config) -> Registry {
+        let mounts = config
+            .mounts
+            .iter()
+            .map(|m| {
+                let mount = Mount::new(m.name.clone(), Some(m.clone()), &config.defaults);
+                (m.name.clone(), Arc::new(mount))
+            })
+            .collect();
+        Registry {
+            mounts: RwLock::new(mounts),
+            defaults: config.defaults.clone(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Mount>> {
+        self.read().get(name).cloned()
+    }
+
+    /// Attaches a source to `name` (creating an unconfigured mount if needed), atomically
+    /// with the `max_sources` check and with [`Registry::release`].
+    pub fn attach_source(
+        &self,
+        name: &str,
+        info: SourceInfo,
+        max_sources: usize,
+    ) -> Result<(Arc<Mount>, SourceTicket), AttachError> {
+        let mut map = self.mounts.write().unwrap_or_else(|p| p.into_inner());
+        if map.get(name).is_some_and(|m| m.is_live()) {
+            return Err(AttachError::InUse);
+        }
+        if map.values().filter(|m| m.is_live()).count() >= max_sources {
+            return Err(AttachError::TooManySources);
+        }
+        let mount = map
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Mount::new(name.to_string(), None, &self.defaults)))
+            .clone();
+        let ticket = mount.attach_source(info).ok_or(AttachError::InUse)?;
+        Ok((mount, ticket))
+    }
+
+    /// Forgets an on-the-fly mount once it has no source (configured mounts stay).
+    pub fn release(&self, mount: &Arc<Mount>) {
+        if mount.config.is_some() {
+            return;
+        }
+        let mut map = self.mounts.write().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&mount.name)
+            .is_some_and(|m| Arc::ptr_eq(m, mount) && !m.is_live())
+        {
+            map.remove(&mount.name);
+        }
+    }
+
+    /// All mounts, sorted by name.
+    pub fn all(&self) -> Vec<Arc<Mount>> {
+        let mut v: Vec<_> = self.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn live_sources(&self) -> usize {
+        self.read().values().filter(|m| m.is_live()).count()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Mount>>> {
+        self.mounts.read().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,332 @@
+//! HTTP listeners: `GET`/`HEAD`/`OPTIONS` on a mount. Answers Icecast style
+//! (`HTTP/1.0 200 OK`, close-delimited, icy-* headers, CORS), sends the burst from a frame
+//! or page boundary (Ogg: codec headers first), then live chunks.
+//!
+//! Cost model: the CPU of a listener is its write syscalls, so each wake-up sends every
+//! chunk it has not yet sent — ICY blocks included — as one vectored write of shared
+//! buffers. A listener more than `queue_size` bytes behind is dropped; it never slows the
+//! mount or other listeners.
+
+use std::{io, io::IoSlice, net::SocketAddr, sync::Arc};
+
+use bytes::{Buf, Bytes};
+use onair_proto::{
+    icecast::{audio_info_value, RequestHead},
+    icy::Interleaver,
+};
+use tokio::{io::AsyncWriteExt, net::TcpStream, sync::watch};
+
+use crate::{
+    front::plain_response,
+    mount::{Mount, Read, Subscription},
+    station::Station,
+};
+
+/// Most buffers handed to one writev call (the kernel's IOV_MAX is 1024).
+const MAX_IOV: usize = 256;
+
+enum Stop {
+    Io(io::Error),
+    Lagged,
+    Shutdown,
+}
+
+pub async fn run(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    head: RequestHead,
+    station: Arc<Station>,
+) {
+    let path = head.path();
+    let Some(mount) = station.mounts.get(path) else {
+        let _ = stream.write_all(not_found().as_bytes()).await;
+        return;
+    };
+    if head.method == "OPTIONS" {
+        let resp = format!(
+            "HTTP/1.0 204 No Content\r\nServer: {}\r\n{CORS}Access-Control-Max-Age: 86400\r\nConnection: Close\r\n\r\n",
+            crate::SERVER_ID
+        );
+        let _ = stream.write_all(resp.as_bytes()).await;
+        return;
+    }
+    let Some(sub) = mount.subscribe() else {
+        let _ = stream.write_all(not_found().as_bytes()).await;
+        return;
+    };
+    let settings = &mount.settings;
+    let listeners = mount
+        .stats
+        .listeners
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if listeners >= settings.max_listeners {
+        tracing::info!(%peer, mount = %mount.name, "listener refused: mount full");
+        let resp = plain_response(503, "Service Unavailable", "Mount is full\n");
+        let _ = stream.write_all(resp.as_bytes()).await;
+        return;
+    }
+    let icy = head
+        .wants_icy_metadata()
+        .then(|| Interleaver::new(settings.metaint));
+    let response_head = response_head(&mount, &sub, icy.as_ref().map(|i| i.metaint()));
+    if head.method == "HEAD" {
+        let _ = stream.write_all(response_head.as_bytes()).await;
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    if settings.send_buffer > 0 {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(settings.send_buffer);
+    }
+    Station::count(&station.counters.listener_connections);
+    mount.listener_joined();
+    tracing::debug!(%peer, mount = %mount.name, icy = icy.is_some(), "listener joined");
+    let mut sent = 0u64;
+    let stop = stream_to(
+        &mut stream,
+        &mount,
+        sub,
+        icy,
+        Bytes::from(response_head),
+        &station,
+        &mut sent,
+    )
+    .await;
+    mount.listener_left(sent);
+    match stop {
+        Ok(()) => tracing::debug!(%peer, mount = %mount.name, sent, "listener done: stream ended"),
+        Err(Stop::Io(e)) => tracing::debug!(%peer, mount = %mount.name, sent, "listener left: {e}"),
+        Err(Stop::Shutdown) => {}
+        Err(Stop::Lagged) => {
+            mount
+                .stats
+                .lagged_listeners
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(%peer, mount = %mount.name, sent, "listener dropped: more than queue_size behind");
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+async fn stream_to(
+    stream: &mut TcpStream,
+    mount: &Mount,
+    sub: Subscription,
+    mut icy: Option<Interleaver>,
+    response_head: Bytes,
+    station: &Station,
+    sent: &mut u64,
+) -> Result<(), Stop> {
+    let token = station.supervisor.token();
+    let queue_size = mount.settings.queue_size as u64;
+    let Subscription {
+        mut seq,
+        mut ticks,
+        prefix,
+        live_seq,
+        current_meta,
+        ..
+    } = sub;
+    let mut segs: Vec<Bytes> = vec![response_head];
+    let mut chunks = Vec::new();
+    let mut prefix = Some(prefix);
+    // Offset up to which this listener's data has been fully written (lag reference).
+    let mut written = mount.offset_of(seq);
+    loop {
+        ticks.borrow_and_update();
+        chunks.clear();
+        let read = mount.read(seq, &mut chunks);
+        match read {
+            Read::Data(next) => {
+                for p in prefix.take().into_iter().flatten() {
+                    push_audio(&mut segs, &mut icy, p, &current_meta);
+                }
+                for (i, c) in chunks.drain(..).enumerate() {
+                    let meta = if seq + (i as u64) < live_seq {
+                        &current_meta
+                    } else {
+                        &c.meta
+                    };
+                    push_audio(&mut segs, &mut icy, c.audio, meta);
+                }
+                seq = next;
+            }
+            Read::Lagged => return Err(Stop::Lagged),
+            Read::Idle | Read::Ended => {}
+        }
+        if !segs.is_empty() {
+            let target = mount.offset_of(seq);
+            *sent += write_watching(
+                stream, &mut segs, mount, &mut ticks, written, queue_size, token,
+            )
+            .await?;
+            written = target;
+            continue;
+        }
+        if read == Read::Ended {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = token.cancelled() => return Err(Stop::Shutdown),
+            r = ticks.changed() => if r.is_err() { return Ok(()) },
+        }
+    }
+}
+
+fn push_audio(segs: &mut Vec<Bytes>, icy: &mut Option<Interleaver>, audio: Bytes, meta: &Bytes) {
+    match icy {
+        Some(il) => il.interleave(&audio, meta, segs),
+        None => segs.push(audio),
+    }
+}
+
+/// Writes `segs` while watching the mount: if the listener's last fully written position
+/// falls more than `queue_size` behind the live edge, it is dropped.
+async fn write_watching(
+    stream: &mut TcpStream,
+    segs: &mut Vec<Bytes>,
+    mount: &Mount,
+    ticks: &mut watch::Receiver<u64>,
+    written: u64,
+    queue_size: u64,
+    token: &tokio_util::sync::CancellationToken,
+) -> Result<u64, Stop> {
+    let write = write_segments(stream, segs);
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            r = &mut write => return r.map_err(Stop::Io),
+            _ = token.cancelled() => return Err(Stop::Shutdown),
+            r = ticks.changed() => {
+                if r.is_err() || mount.lag_behind(written) > queue_size {
+                    return Err(Stop::Lagged);
+                }
+            }
+        }
+    }
+}
+
+/// Writes all of `segs` with vectored writes, then clears it. Returns bytes written.
+async fn write_segments(stream: &mut TcpStream, segs: &mut Vec<Bytes>) -> io::Result<u64> {
+    let mut total = 0u64;
+    let mut start = 0;
+    while start < segs.len() {
+        let n = {
+            let slices: Vec<IoSlice<'_>> = segs[start..]
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            stream.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        total += n as u64;
+        let mut left = n;
+        while left > 0 && start < segs.len() {
+            let len = segs[start].len();
+            if left >= len {
+                left -= len;
+                start += 1;
+            } else {
+                segs[start].advance(left);
+                left = 0;
+            }
+        }
+        while start < segs.len() && segs[start].is_empty() {
+            start += 1;
+        }
+    }
+    segs.clear();
+    Ok(total)
+}
+
+const CORS: &str = "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: Origin, Accept, X-Requested-With, Content-Type, Icy-MetaData, Range\r\nAccess-Control-Allow-Methods: GET, OPTIONS, HEAD\r\nAccess-Control-Expose-Headers: icy-metaint, icy-name, icy-description, icy-genre, icy-url, icy-br, icy-pub, ice-audio-info\r\n";
+
+fn not_found() -> String {
+    plain_response(
+        404,
+        "File Not Found",
+        "The file you requested could not be found\n",
+    )
+}
+
+/// Header values come from the source: keep them on one line and printable.
+fn header_safe(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).collect()
+}
+
+fn response_head(mount: &Mount, sub: &Subscription, metaint: Option<usize>) -> String {
+    let cfg = mount.config.as_ref();
+    let h = &sub.headers;
+    let pick = |configured: Option<&String>, sent: &Option<String>| -> Option<String> {
+        configured
+            .cloned()
+            .or_else(|| sent.clone())
+            .map(|v| header_safe(&v))
+    };
+    let mut out = format!(
+        "HTTP/1.0 200 OK\r\nServer: {}\r\nContent-Type: {}\r\nCache-Control: no-cache, no-store\r\nPragma: no-cache\r\nExpires: Mon, 26 Jul 1997 05:00:00 GMT\r\nConnection: Close\r\n{CORS}",
+        crate::SERVER_ID,
+        header_safe(&sub.content_type)
+    );
+    let mut add = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+    };
+    add(
+        "icy-name",
+        pick(cfg.and_then(|c| c.stream_name.as_ref()), &h.name),
+    );
+    add(
+        "icy-description",
+        pick(cfg.and_then(|c| c.description.as_ref()), &h.description),
+    );
+    add(
+        "icy-genre",
+        pick(cfg.and_then(|c| c.genre.as_ref()), &h.genre),
+    );
+    add("icy-url", pick(cfg.and_then(|c| c.url.as_ref()), &h.url));
+    add(
+        "icy-pub",
+        Some(if h.public == Some(true) { "1" } else { "0" }.to_string()),
+    );
+    add("icy-br", bitrate_kbps(sub).map(|b| b.to_string()));
+    add("ice-audio-info", audio_info(sub));
+    add("icy-metaint", metaint.map(|m| m.to_string()));
+    out.push_str("\r\n");
+    out
+}
+
+/// Nominal bitrate in kbit/s: what the source declared, else what its frames say.
+pub fn bitrate_kbps(sub: &Subscription) -> Option<u32> {
+    let h = &sub.headers;
+    h.bitrate
+        .as_deref()
+        .and_then(|b| b.trim().parse().ok())
+        .or_else(|| {
+            h.audio_info
+                .as_deref()
+                .and_then(|a| audio_info_value(a, "bitrate")?.parse().ok())
+        })
+        .or((sub.codec.bitrate > 0).then_some(sub.codec.bitrate / 1000))
+}
+
+fn audio_info(sub: &Subscription) -> Option<String> {
+    if let Some(a) = &sub.headers.audio_info {
+        return Some(header_safe(a));
+    }
+    let c = &sub.codec;
+    let mut parts = Vec::new();
+    if c.channels > 0 {
+        parts.push(format!("channels={}", c.channels));
+    }
+    if c.sample_rate > 0 {
+        parts.push(format!("samplerate={}", c.sample_rate));
+    }
+    if let Some(b) = bitrate_kbps(sub) {
+        parts.push(format!("bitrate={b}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(";"))
+}

@@ -1,0 +1,3 @@
+//! Outputs: everything that consumes a mount's audio.
+
+pub mod listener;

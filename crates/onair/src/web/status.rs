@@ -1,0 +1,302 @@
+//! Status endpoints: `/status-json.xsl` in Icecast 2.4's JSON shape (quirks kept for the
+//! clients that parse it: one source is an object, several an array, none omitted; `title`
+//! absent until set) and the clean `/api/status` (always arrays; see docs/API.md).
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::{extract::State, http::HeaderMap, response::IntoResponse, Json};
+use serde_json::{json, Map, Value};
+
+use crate::{mount::Mount, station::Station};
+
+use super::base_url;
+
+pub async fn icecast_json(
+    State(station): State<Arc<Station>>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let base = base_url(&station, &headers);
+    let sources: Vec<Value> = visible_live(&station)
+        .iter()
+        .map(|m| icecast_source(m, &base))
+        .collect();
+    let start = unix(station.started_at);
+    let mut stats = Map::new();
+    stats.insert("admin".into(), station.config.admin_email.clone().into());
+    stats.insert("host".into(), station.config.hostname.clone().into());
+    stats.insert("location".into(), station.config.location.clone().into());
+    stats.insert("server_id".into(), crate::SERVER_ID.into());
+    stats.insert("server_start".into(), rfc2822(start).into());
+    stats.insert("server_start_iso8601".into(), iso8601(start).into());
+    match sources.len() {
+        0 => {}
+        1 => {
+            stats.insert(
+                "source".into(),
+                sources.into_iter().next().unwrap_or(Value::Null),
+            );
+        }
+        _ => {
+            stats.insert("source".into(), Value::Array(sources));
+        }
+    }
+    (
+        [
+            ("access-control-allow-origin", "*"),
+            ("cache-control", "no-cache"),
+        ],
+        Json(json!({ "icestats": stats })),
+    )
+}
+
+fn icecast_source(m: &Mount, base: &str) -> Value {
+    let st = m.status();
+    let cfg = m.config.as_ref();
+    let h = st
+        .source
+        .as_ref()
+        .map(|s| s.headers.clone())
+        .unwrap_or_default();
+    let pick = |c: Option<&String>, s: &Option<String>| {
+        c.cloned().or_else(|| s.clone()).unwrap_or_default()
+    };
+    let started = st.source.as_ref().map_or(0, |s| unix(s.connected_at));
+    let bitrate = bitrate_kbps(&st);
+    let mut o = Map::new();
+    o.insert("audio_info".into(), audio_info(&st).into());
+    if let Some(b) = bitrate {
+        o.insert("bitrate".into(), b.into());
+    }
+    if st.codec.channels > 0 {
+        o.insert("channels".into(), st.codec.channels.into());
+    }
+    if st.codec.sample_rate > 0 {
+        o.insert("samplerate".into(), st.codec.sample_rate.into());
+    }
+    o.insert(
+        "genre".into(),
+        pick(cfg.and_then(|c| c.genre.as_ref()), &h.genre).into(),
+    );
+    o.insert(
+        "listener_peak".into(),
+        m.stats.listener_peak.load(Ordering::Relaxed).into(),
+    );
+    o.insert(
+        "listeners".into(),
+        m.stats.listeners.load(Ordering::Relaxed).into(),
+    );
+    o.insert("listenurl".into(), format!("{base}{}", m.name).into());
+    o.insert(
+        "server_description".into(),
+        pick(cfg.and_then(|c| c.description.as_ref()), &h.description).into(),
+    );
+    o.insert(
+        "server_name".into(),
+        pick(cfg.and_then(|c| c.stream_name.as_ref()), &h.name).into(),
+    );
+    o.insert(
+        "server_type".into(),
+        st.source
+            .as_ref()
+            .map_or("", |s| s.content_type.as_str())
+            .into(),
+    );
+    o.insert(
+        "server_url".into(),
+        pick(cfg.and_then(|c| c.url.as_ref()), &h.url).into(),
+    );
+    o.insert("stream_start".into(), rfc2822(started).into());
+    o.insert("stream_start_iso8601".into(), iso8601(started).into());
+    if let Some(t) = &st.title {
+        o.insert("title".into(), t.clone().into());
+    }
+    o.insert("dummy".into(), Value::Null);
+    Value::Object(o)
+}
+
+pub async fn api_status(
+    State(station): State<Arc<Station>>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let base = base_url(&station, &headers);
+    let mounts: Vec<Value> = station
+        .mounts
+        .all()
+        .iter()
+        .filter(|m| !m.config.as_ref().is_some_and(|c| c.hidden))
+        .map(|m| api_mount(m, &base))
+        .collect();
+    let listeners: usize = station
+        .mounts
+        .all()
+        .iter()
+        .map(|m| m.stats.listeners.load(Ordering::Relaxed))
+        .sum();
+    let c = &station.counters;
+    Json(json!({
+        "server": {
+            "id": crate::SERVER_ID,
+            "started": iso8601(unix(station.started_at)),
+            "uptime_s": station.started.elapsed().as_secs(),
+            "sources": station.mounts.live_sources(),
+            "listeners": listeners,
+            "connections_total": c.connections.load(Ordering::Relaxed),
+            "connections_rejected": c.rejected_connections.load(Ordering::Relaxed),
+            "source_connections_total": c.source_connections.load(Ordering::Relaxed),
+            "listener_connections_total": c.listener_connections.load(Ordering::Relaxed),
+        },
+        "mounts": mounts,
+    }))
+}
+
+fn api_mount(m: &Mount, base: &str) -> Value {
+    let st = m.status();
+    let cfg = m.config.as_ref();
+    let h = st
+        .source
+        .as_ref()
+        .map(|s| s.headers.clone())
+        .unwrap_or_default();
+    let pick = |c: Option<&String>, s: &Option<String>| c.cloned().or_else(|| s.clone());
+    json!({
+        "name": m.name,
+        "listen_url": format!("{base}{}", m.name),
+        "configured": cfg.is_some(),
+        "live": st.source.is_some(),
+        "content_type": st.source.as_ref().map(|s| s.content_type.clone()),
+        "codec": (!st.codec.codec.is_empty()).then_some(st.codec.codec),
+        "bitrate_kbps": bitrate_kbps(&st),
+        "sample_rate": (st.codec.sample_rate > 0).then_some(st.codec.sample_rate),
+        "channels": (st.codec.channels > 0).then_some(st.codec.channels),
+        "title": st.title,
+        "stream": {
+            "name": pick(cfg.and_then(|c| c.stream_name.as_ref()), &h.name),
+            "description": pick(cfg.and_then(|c| c.description.as_ref()), &h.description),
+            "genre": pick(cfg.and_then(|c| c.genre.as_ref()), &h.genre),
+            "url": pick(cfg.and_then(|c| c.url.as_ref()), &h.url),
+            "public": h.public.unwrap_or(false),
+        },
+        "source": st.source.as_ref().map(|s| json!({
+            "ip": s.peer.ip().to_string(),
+            "user_agent": s.user_agent,
+            "connected_at": iso8601(unix(s.connected_at)),
+            "connected_s": st.source_uptime.as_secs(),
+            "bytes_in": st.bytes_in,
+            "junk_bytes": st.junk_bytes,
+        })),
+        "listeners": m.stats.listeners.load(Ordering::Relaxed),
+        "listener_peak": m.stats.listener_peak.load(Ordering::Relaxed),
+        "listener_connections_total": m.stats.listener_connections.load(Ordering::Relaxed),
+        "listeners_dropped_lagging": m.stats.lagged_listeners.load(Ordering::Relaxed),
+        "bytes_sent": m.stats.bytes_sent.load(Ordering::Relaxed),
+    })
+}
+
+fn visible_live(station: &Station) -> Vec<Arc<Mount>> {
+    station
+        .mounts
+        .all()
+        .into_iter()
+        .filter(|m| m.is_live() && !m.config.as_ref().is_some_and(|c| c.hidden))
+        .collect()
+}
+
+fn bitrate_kbps(st: &crate::mount::MountStatus) -> Option<u32> {
+    let h = st.source.as_ref().map(|s| &s.headers)?;
+    h.bitrate
+        .as_deref()
+        .and_then(|b| b.trim().parse().ok())
+        .or_else(|| {
+            h.audio_info.as_deref().and_then(|a| {
+                onair_proto::icecast::audio_info_value(a, "bitrate")?
+                    .parse()
+                    .ok()
+            })
+        })
+        .or((st.codec.bitrate > 0).then_some(st.codec.bitrate / 1000))
+}
+
+fn audio_info(st: &crate::mount::MountStatus) -> String {
+    if let Some(a) = st
+        .source
+        .as_ref()
+        .and_then(|s| s.headers.audio_info.clone())
+    {
+        return a;
+    }
+    let mut parts = Vec::new();
+    if st.codec.channels > 0 {
+        parts.push(format!("channels={}", st.codec.channels));
+    }
+    if st.codec.sample_rate > 0 {
+        parts.push(format!("samplerate={}", st.codec.sample_rate));
+    }
+    if let Some(b) = bitrate_kbps(st) {
+        parts.push(format!("bitrate={b}"));
+    }
+    parts.join(";")
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// (year, month, day, hour, minute, second, weekday 0=Sunday) of a UTC unix time.
+fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32, usize) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Days-to-civil conversion over 400-year eras (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let weekday = (days + 4).rem_euclid(7) as usize;
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+        weekday,
+    )
+}
+
+fn rfc2822(secs: i64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, mo, d, h, mi, s, wd) = civil(secs);
+    format!(
+        "{}, {d:02} {} {y} {h:02}:{mi:02}:{s:02} +0000",
+        DAYS[wd],
+        MONTHS[(mo - 1) as usize]
+    )
+}
+
+fn iso8601(secs: i64) -> String {
+    let (y, mo, d, h, mi, s, _) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+0000")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(iso8601(1_795_338_000), "2026-11-22T09:00:00+0000");
+        assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+}

@@ -23,6 +23,7 @@
 #                        server and the load tool is one process holding N sockets
 #   TUNE_SYSCTL=1        as root, raise net.core.somaxconn and tcp_max_syn_backlog if lower
 #   SETTLE=3             seconds between the mount coming up and the load (burst fills)
+#   ONAIR_EXTRA=""       TOML appended to the generated onair config, e.g. "[defaults]\nchunk_ms = 1000"
 #   ONAIR_BIN=path       use this onair binary instead of building target/release/onair
 #
 # Runs as root (icecast2 is then told to drop to the icecast2 user, which it requires) or as
@@ -188,6 +189,7 @@ start_onair() {
     rm -rf "$dir"
     mkdir -p "$dir/log"
     sed -e "s|@CLIENTS@|$clients|g" "$BENCH/onair.toml.in" >"$dir/onair.toml"
+    if [[ -n "${ONAIR_EXTRA:-}" ]]; then printf "%b\n" "$ONAIR_EXTRA" >>"$dir/onair.toml"; fi
     "$ONAIR" serve --bind "127.0.0.1:$ONAIR_PORT" --source-password "$PASSWORD" \
         --admin-password "$PASSWORD" --config "$dir/onair.toml" >"$dir/log/onair.log" 2>&1 &
     SERVER_PID=$!

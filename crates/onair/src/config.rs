@@ -193,7 +193,7 @@ impl Default for MountSettings {
             burst_size: 65_536,
             queue_size: 524_288,
             metaint: 16_000,
-            chunk: Duration::from_millis(500),
+            chunk: Duration::from_millis(1000),
             send_buffer: 65_536,
         }
     }

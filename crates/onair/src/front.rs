@@ -26,7 +26,12 @@ pub async fn run(listener: TcpListener, station: Arc<Station>) -> io::Result<()>
     let token = station.supervisor.token().clone();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = token.cancelled() => return Ok(()),
+            _ = token.cancelled() => {
+                for mount in station.mounts.all() {
+                    mount.wake_listeners();
+                }
+                return Ok(());
+            }
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -93,24 +98,46 @@ async fn handle(
             return;
         }
     };
-    let body = buffered.slice(head.head_len..);
     let path = head.path();
     let is_web_path = path.starts_with("/api/") || path.starts_with("/admin/");
-    match head.method.as_str() {
+    let route = match head.method.as_str() {
         // libshout (TLS "auto" mode) probes with `OPTIONS * ... Upgrade: TLS/1.0` and falls
         // back to plain HTTP only if the connection closes; any HTTP answer, even a correct
         // one, makes it give up with "Login failed". Icecast 2.4 closes, and so do we.
         "OPTIONS" if head.target == "*" => {
             tracing::debug!(%peer, "OPTIONS * (TLS upgrade probe): closing, no in-band TLS");
+            return;
         }
-        "SOURCE" => Box::pin(input::source::run(stream, peer, head, body, station)).await,
-        "PUT" if !is_web_path => {
+        "SOURCE" => Route::Source,
+        "PUT" if !is_web_path => Route::Source,
+        "GET" | "HEAD" | "OPTIONS" if !is_web_path && station.mounts.get(path).is_some() => {
+            Route::Listener
+        }
+        _ => Route::Web,
+    };
+    match route {
+        Route::Source => {
+            let body = buffered.slice(head.head_len..);
             Box::pin(input::source::run(stream, peer, head, body, station)).await
         }
-        "GET" | "HEAD" | "OPTIONS" if !is_web_path && station.mounts.get(path).is_some() => {
-            output::listener::run(stream, peer, head, station).await
+        Route::Listener => {
+            // Listeners live long and there are many: keep nothing of the request around.
+            let request = output::listener::Request::from_head(&head);
+            drop((head, buffered));
+            // Streaming gets a task of its own, so this (larger) routing state is freed;
+            // the client slot permit travels with it.
+            if let Some(streamer) =
+                output::listener::prepare(stream, peer, request, station.clone()).await
+            {
+                station.supervisor.spawn_connection(async move {
+                    streamer.run().await;
+                    drop(permit);
+                });
+            }
+            return;
         }
-        _ => {
+        Route::Web => {
+            drop(head);
             Box::pin(web::serve_connection(
                 station,
                 Prefixed::new(buffered, stream),
@@ -120,6 +147,12 @@ async fn handle(
         }
     }
     drop(permit);
+}
+
+enum Route {
+    Source,
+    Listener,
+    Web,
 }
 
 /// Reads until a complete head. Returns it with every byte read so far.

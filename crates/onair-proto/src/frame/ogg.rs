@@ -10,6 +10,10 @@ use std::collections::HashMap;
 
 use super::{StreamInfo, Unit, UnitKind};
 
+/// Logical streams tracked per chain link; BOS pages beyond this are relayed untracked
+/// (real streams have one or two; the bound keeps a hostile source from growing the map).
+const MAX_STREAMS: usize = 16;
+
 /// Largest possible page: 27-byte header, 255 lacing values, 255 × 255 body bytes.
 const MAX_PAGE: usize = 27 + 255 + 255 * 255;
 
@@ -145,7 +149,9 @@ impl OggFramer {
                 self.primary = Some(header.serial);
                 self.info = s.info;
             }
-            self.streams.insert(header.serial, s);
+            if self.streams.len() < MAX_STREAMS || self.streams.contains_key(&header.serial) {
+                self.streams.insert(header.serial, s);
+            }
         }
         let is_primary = self.primary == Some(header.serial);
         let Some(s) = self.streams.get_mut(&header.serial) else {

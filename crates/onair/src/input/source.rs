@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use onair_proto::{
-    frame::{Format, Framer},
+    frame::{Format, Framer, UnitKind},
     icecast::{secrets_equal, ChunkedDecoder, RequestHead, StreamInfoHeaders},
 };
 use tokio::{
@@ -23,8 +23,9 @@ use crate::{
     station::Station,
 };
 
-/// A source buffering this much without yielding a single unit is not sending its format.
-const MAX_UNFRAMED: usize = 1024 * 1024;
+/// A source that sends this many bytes in a row that are not frames of its declared
+/// format (or tags) is not sending that format.
+const MAX_JUNK_RUN: u64 = 64 * 1024;
 
 /// The realm libshout-based clients need to see before they send credentials.
 pub const REALM: &str = "Icecast2 Server";
@@ -130,6 +131,7 @@ async fn pump(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut units = Vec::new();
     let mut last_data = Instant::now();
+    let mut junk_run = 0u64;
     loop {
         // Decode what we have: chunked framing first, then frames.
         if let Some(dec) = chunked.as_mut() {
@@ -146,15 +148,19 @@ async fn pump(
         let mut used = 0;
         while let Some(unit) = framer.next_unit(&buf[used..]) {
             used += unit.len;
+            junk_run = match unit.kind {
+                UnitKind::Junk => junk_run + unit.len as u64,
+                _ => 0,
+            };
             units.push(unit);
         }
         if !units.is_empty() && !mount.ingest(ticket, &buf[..used], &units, framer.stream_info()) {
             return Ok("replaced by another source");
         }
         buf.advance(used);
-        if buf.len() > MAX_UNFRAMED {
+        if junk_run > MAX_JUNK_RUN {
             return Err(format!(
-                "no frame sync in {MAX_UNFRAMED} bytes: not the declared format"
+                "no {format:?} frame in {junk_run} bytes: not the declared format"
             ));
         }
         if chunked.as_ref().is_some_and(|d| d.is_done()) {

@@ -99,12 +99,24 @@ pub struct Mount {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceTicket(u64);
 
-/// Everything a new listener needs to start: response facts plus its start position.
+/// Everything a new listener needs: what to announce, and where to start.
 #[derive(Debug)]
 pub struct Subscription {
+    pub facts: StreamFacts,
+    pub start: StartPosition,
+}
+
+/// What the response head announces (dropped once it is written).
+#[derive(Debug)]
+pub struct StreamFacts {
     pub content_type: String,
     pub headers: StreamInfoHeaders,
     pub codec: StreamInfo,
+}
+
+/// A listener's position in the mount (kept for the listener's lifetime: keep it small).
+#[derive(Debug)]
+pub struct StartPosition {
     /// Codec header pages to send before the first chunk (Ogg late joiners).
     pub prefix: Vec<Bytes>,
     pub seq: u64,
@@ -281,6 +293,11 @@ impl Mount {
         true
     }
 
+    /// Wakes every listener (they re-check the shutdown token on each wake).
+    pub fn wake_listeners(&self) {
+        self.tick.send_modify(|_| {});
+    }
+
     /// Publishes pending audio now (the source went quiet for a moment).
     pub fn flush(&self) {
         let mut st = self.lock();
@@ -321,14 +338,18 @@ impl Mount {
             }
         }
         Some(Subscription {
-            content_type: live.info.content_type.clone(),
-            headers: live.info.headers.clone(),
-            codec: live.codec,
-            prefix,
-            seq,
-            live_seq: st.ring.end_seq(),
-            current_meta: st.meta_block.clone(),
-            ticks,
+            facts: StreamFacts {
+                content_type: live.info.content_type.clone(),
+                headers: live.info.headers.clone(),
+                codec: live.codec,
+            },
+            start: StartPosition {
+                prefix,
+                seq,
+                live_seq: st.ring.end_seq(),
+                current_meta: st.meta_block.clone(),
+                ticks,
+            },
         })
     }
 
@@ -370,12 +391,28 @@ impl Mount {
         }
     }
 
-    pub fn listener_joined(&self) {
-        let now = self.stats.listeners.fetch_add(1, Ordering::Relaxed) + 1;
-        self.stats.listener_peak.fetch_max(now, Ordering::Relaxed);
-        self.stats
-            .listener_connections
-            .fetch_add(1, Ordering::Relaxed);
+    /// Counts a new listener unless the mount is at `max_listeners` (checked and counted
+    /// in one step, so simultaneous joins cannot overshoot).
+    pub fn try_join_listener(&self) -> bool {
+        let max = self.settings.max_listeners;
+        let joined = self
+            .stats
+            .listeners
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            });
+        match joined {
+            Ok(before) => {
+                self.stats
+                    .listener_peak
+                    .fetch_max(before + 1, Ordering::Relaxed);
+                self.stats
+                    .listener_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     pub fn listener_left(&self, bytes_sent: u64) {

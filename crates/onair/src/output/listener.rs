@@ -7,7 +7,12 @@
 //! buffers. A listener more than `queue_size` bytes behind is dropped; it never slows the
 //! mount or other listeners.
 
-use std::{io, io::IoSlice, net::SocketAddr, sync::Arc};
+use std::{
+    io,
+    io::IoSlice,
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+};
 
 use bytes::{Buf, Bytes};
 use onair_proto::{
@@ -18,7 +23,7 @@ use tokio::{io::AsyncWriteExt, net::TcpStream, sync::watch};
 
 use crate::{
     front::plain_response,
-    mount::{Mount, Read, Subscription},
+    mount::{Mount, Read, StartPosition, StreamFacts, Subscription},
     station::Station,
 };
 
@@ -31,143 +36,187 @@ enum Stop {
     Shutdown,
 }
 
-pub async fn run(
+/// What a listener's request asked for: all that is kept of it.
+#[derive(Debug)]
+pub struct Request {
+    mount: String,
+    method: Method,
+    icy: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Options,
+}
+
+impl Request {
+    pub fn from_head(head: &RequestHead) -> Request {
+        Request {
+            mount: head.path().to_string(),
+            method: match head.method.as_str() {
+                "HEAD" => Method::Head,
+                "OPTIONS" => Method::Options,
+                _ => Method::Get,
+            },
+            icy: head.wants_icy_metadata(),
+        }
+    }
+}
+
+/// A listener that was accepted and is ready to stream: the only per-listener state that
+/// lives for the connection's lifetime (kept small: there may be tens of thousands).
+pub struct Streamer {
+    stream: TcpStream,
+    peer: SocketAddr,
+    mount: Arc<Mount>,
+    station: Arc<Station>,
+    start: StartPosition,
+    icy: Option<Interleaver>,
+    response_head: Bytes,
+}
+
+/// Answers everything that is not streaming (404, full mount, HEAD, OPTIONS) and returns
+/// the [`Streamer`] for a listener that is to get audio.
+pub async fn prepare(
     mut stream: TcpStream,
     peer: SocketAddr,
-    head: RequestHead,
+    request: Request,
     station: Arc<Station>,
-) {
-    let path = head.path();
-    let Some(mount) = station.mounts.get(path) else {
+) -> Option<Streamer> {
+    let Some(mount) = station.mounts.get(&request.mount) else {
         let _ = stream.write_all(not_found().as_bytes()).await;
-        return;
+        return None;
     };
-    if head.method == "OPTIONS" {
+    if request.method == Method::Options {
         let resp = format!(
             "HTTP/1.0 204 No Content\r\nServer: {}\r\n{CORS}Access-Control-Max-Age: 86400\r\nConnection: Close\r\n\r\n",
             crate::SERVER_ID
         );
         let _ = stream.write_all(resp.as_bytes()).await;
-        return;
+        return None;
     }
-    let Some(sub) = mount.subscribe() else {
+    let Some(Subscription { facts, start }) = mount.subscribe() else {
         let _ = stream.write_all(not_found().as_bytes()).await;
-        return;
+        return None;
     };
     let settings = &mount.settings;
-    let listeners = mount
-        .stats
-        .listeners
-        .load(std::sync::atomic::Ordering::Relaxed);
-    if listeners >= settings.max_listeners {
+    if request.method == Method::Get && !mount.try_join_listener() {
         tracing::info!(%peer, mount = %mount.name, "listener refused: mount full");
         let resp = plain_response(503, "Service Unavailable", "Mount is full\n");
         let _ = stream.write_all(resp.as_bytes()).await;
-        return;
+        return None;
     }
-    let icy = head
-        .wants_icy_metadata()
-        .then(|| Interleaver::new(settings.metaint));
-    let response_head = response_head(&mount, &sub, icy.as_ref().map(|i| i.metaint()));
-    if head.method == "HEAD" {
+    let icy = request.icy.then(|| Interleaver::new(settings.metaint));
+    let response_head = response_head(&mount, &facts, icy.as_ref().map(|i| i.metaint()));
+    if request.method == Method::Head {
         let _ = stream.write_all(response_head.as_bytes()).await;
-        return;
+        return None;
     }
     let _ = stream.set_nodelay(true);
     if settings.send_buffer > 0 {
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(settings.send_buffer);
     }
-    Station::count(&station.counters.listener_connections);
-    mount.listener_joined();
-    tracing::debug!(%peer, mount = %mount.name, icy = icy.is_some(), "listener joined");
-    let mut sent = 0u64;
-    let stop = stream_to(
-        &mut stream,
-        &mount,
-        sub,
+    Some(Streamer {
+        stream,
+        peer,
+        mount,
+        station,
+        start,
         icy,
-        Bytes::from(response_head),
-        &station,
-        &mut sent,
-    )
-    .await;
-    mount.listener_left(sent);
-    match stop {
-        Ok(()) => tracing::debug!(%peer, mount = %mount.name, sent, "listener done: stream ended"),
-        Err(Stop::Io(e)) => tracing::debug!(%peer, mount = %mount.name, sent, "listener left: {e}"),
-        Err(Stop::Shutdown) => {}
-        Err(Stop::Lagged) => {
-            mount
-                .stats
-                .lagged_listeners
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(%peer, mount = %mount.name, sent, "listener dropped: more than queue_size behind");
-        }
-    }
-    let _ = stream.shutdown().await;
+        response_head: Bytes::from(response_head),
+    })
 }
 
-async fn stream_to(
-    stream: &mut TcpStream,
-    mount: &Mount,
-    sub: Subscription,
-    mut icy: Option<Interleaver>,
-    response_head: Bytes,
-    station: &Station,
-    sent: &mut u64,
-) -> Result<(), Stop> {
-    let token = station.supervisor.token();
-    let queue_size = mount.settings.queue_size as u64;
-    let Subscription {
-        mut seq,
-        mut ticks,
-        prefix,
-        live_seq,
-        current_meta,
-        ..
-    } = sub;
-    let mut segs: Vec<Bytes> = vec![response_head];
-    let mut chunks = Vec::new();
-    let mut prefix = Some(prefix);
-    // Offset up to which this listener's data has been fully written (lag reference).
-    let mut written = mount.offset_of(seq);
-    loop {
-        ticks.borrow_and_update();
-        chunks.clear();
-        let read = mount.read(seq, &mut chunks);
-        match read {
-            Read::Data(next) => {
-                for p in prefix.take().into_iter().flatten() {
-                    push_audio(&mut segs, &mut icy, p, &current_meta);
+impl Streamer {
+    /// Streams until the client leaves, lags too far, the source ends, or shutdown.
+    pub async fn run(mut self) {
+        let (mount, peer) = (self.mount.clone(), self.peer);
+        Station::count(&self.station.counters.listener_connections);
+        tracing::debug!(%peer, mount = %mount.name, icy = self.icy.is_some(), "listener joined");
+        let mut sent = 0u64;
+        let stop = self.stream(&mut sent).await;
+        mount.listener_left(sent);
+        match stop {
+            Ok(()) => {
+                tracing::debug!(%peer, mount = %mount.name, sent, "listener done: stream ended")
+            }
+            Err(Stop::Io(e)) => {
+                tracing::debug!(%peer, mount = %mount.name, sent, "listener left: {e}")
+            }
+            Err(Stop::Shutdown) => {}
+            Err(Stop::Lagged) => {
+                mount.stats.lagged_listeners.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, mount = %mount.name, sent, "listener dropped: more than queue_size behind");
+            }
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+impl Streamer {
+    /// The streaming loop. Its locals are what an idle listener costs besides `self`.
+    async fn stream(&mut self, sent: &mut u64) -> Result<(), Stop> {
+        let token = self.station.supervisor.token().clone();
+        let queue_size = self.mount.settings.queue_size as u64;
+        let mut segs: Vec<Bytes> = vec![std::mem::take(&mut self.response_head)];
+        let mut prefix = std::mem::take(&mut self.start.prefix);
+        // Offset up to which this listener's data has been fully written (lag reference).
+        let mut written = self.mount.offset_of(self.start.seq);
+        loop {
+            self.start.ticks.borrow_and_update();
+            if token.is_cancelled() {
+                return Err(Stop::Shutdown);
+            }
+            // Scratch space is per wake-up: a burst-sized Vec kept for the life of each of
+            // thousands of listeners would dominate their memory.
+            let mut chunks = Vec::new();
+            let read = self.mount.read(self.start.seq, &mut chunks);
+            if let Read::Data(next) = read {
+                let (first, live_seq) = (self.start.seq, self.start.live_seq);
+                let current = &self.start.current_meta;
+                for p in prefix.drain(..) {
+                    push_audio(&mut segs, &mut self.icy, p, current);
                 }
                 for (i, c) in chunks.drain(..).enumerate() {
-                    let meta = if seq + (i as u64) < live_seq {
-                        &current_meta
+                    let meta = if first + (i as u64) < live_seq {
+                        current
                     } else {
                         &c.meta
                     };
-                    push_audio(&mut segs, &mut icy, c.audio, meta);
+                    push_audio(&mut segs, &mut self.icy, c.audio, meta);
                 }
-                seq = next;
+                self.start.seq = next;
             }
-            Read::Lagged => return Err(Stop::Lagged),
-            Read::Idle | Read::Ended => {}
-        }
-        if !segs.is_empty() {
-            let target = mount.offset_of(seq);
-            *sent += write_watching(
-                stream, &mut segs, mount, &mut ticks, written, queue_size, token,
-            )
-            .await?;
-            written = target;
-            continue;
-        }
-        if read == Read::Ended {
-            return Ok(());
-        }
-        tokio::select! {
-            _ = token.cancelled() => return Err(Stop::Shutdown),
-            r = ticks.changed() => if r.is_err() { return Ok(()) },
+            if read == Read::Lagged {
+                return Err(Stop::Lagged);
+            }
+            if !segs.is_empty() {
+                let target = self.mount.offset_of(self.start.seq);
+                // Boxed: the write state exists only while a write is in flight, not for
+                // the whole life of an idle listener.
+                let write = write_watching(
+                    &mut self.stream,
+                    std::mem::take(&mut segs),
+                    &self.mount,
+                    &mut self.start.ticks,
+                    written,
+                    queue_size,
+                    &token,
+                );
+                *sent += Box::pin(write).await?;
+                written = target;
+                continue;
+            }
+            if read == Read::Ended {
+                return Ok(());
+            }
+            // Shutdown also ticks every mount (see `front::run`), so one future suffices
+            // here: an idle listener is mostly this wait, and it is what each one costs.
+            if self.start.ticks.changed().await.is_err() {
+                return Ok(());
+            }
         }
     }
 }
@@ -183,14 +232,14 @@ fn push_audio(segs: &mut Vec<Bytes>, icy: &mut Option<Interleaver>, audio: Bytes
 /// falls more than `queue_size` behind the live edge, it is dropped.
 async fn write_watching(
     stream: &mut TcpStream,
-    segs: &mut Vec<Bytes>,
+    mut segs: Vec<Bytes>,
     mount: &Mount,
     ticks: &mut watch::Receiver<u64>,
     written: u64,
     queue_size: u64,
     token: &tokio_util::sync::CancellationToken,
 ) -> Result<u64, Stop> {
-    let write = write_segments(stream, segs);
+    let write = write_segments(stream, &mut segs);
     tokio::pin!(write);
     loop {
         tokio::select! {
@@ -256,7 +305,7 @@ fn header_safe(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
 
-fn response_head(mount: &Mount, sub: &Subscription, metaint: Option<usize>) -> String {
+fn response_head(mount: &Mount, sub: &StreamFacts, metaint: Option<usize>) -> String {
     let cfg = mount.config.as_ref();
     let h = &sub.headers;
     let pick = |configured: Option<&String>, sent: &Option<String>| -> Option<String> {
@@ -300,7 +349,7 @@ fn response_head(mount: &Mount, sub: &Subscription, metaint: Option<usize>) -> S
 }
 
 /// Nominal bitrate in kbit/s: what the source declared, else what its frames say.
-pub fn bitrate_kbps(sub: &Subscription) -> Option<u32> {
+pub fn bitrate_kbps(sub: &StreamFacts) -> Option<u32> {
     let h = &sub.headers;
     h.bitrate
         .as_deref()
@@ -313,7 +362,7 @@ pub fn bitrate_kbps(sub: &Subscription) -> Option<u32> {
         .or((sub.codec.bitrate > 0).then_some(sub.codec.bitrate / 1000))
 }
 
-fn audio_info(sub: &Subscription) -> Option<String> {
+fn audio_info(sub: &StreamFacts) -> Option<String> {
     if let Some(a) = &sub.headers.audio_info {
         return Some(header_safe(a));
     }

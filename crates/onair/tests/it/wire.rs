@@ -460,3 +460,95 @@ async fn a_stalled_listener_is_dropped_without_hurting_others() {
     );
     srv.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_full_mount_refuses_with_503_and_frees_the_slot() {
+    let srv = start("[[mount]]\nname = \"/one\"\nmax_listeners = 1\n").await;
+    let addr = srv.local_addr();
+    let mut src = Source::put(addr, "/one", "audio/mpeg").await;
+    src.send(&frames(0..CHUNK_FRAMES * 2)).await;
+    let first = Listener::get(addr, "/one", false).await;
+    let full = raw_request(addr, "GET /one HTTP/1.0\r\n\r\n").await;
+    assert!(
+        full.starts_with("HTTP/1.0 503") && full.ends_with("Mount is full\n"),
+        "{full}"
+    );
+    // HEAD is not a listener and is answered even when full.
+    assert!(raw_request(addr, "HEAD /one HTTP/1.0\r\n\r\n")
+        .await
+        .starts_with("HTTP/1.0 200"));
+    drop(first);
+    // The slot is freed once the server notices the first listener left (its next write).
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        src.send(&frames(0..CHUNK_FRAMES)).await;
+        let r = raw_request(addr, "HEAD /one HTTP/1.0\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.0 200"));
+        let (_, status) = http_get(addr, "/api/status", None).await;
+        if status.contains("\"listeners\":0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot never freed: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut again = Listener::get(addr, "/one", false).await;
+    again.fill(FRAME_LEN).await;
+    srv.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_source_sending_garbage_is_dropped() {
+    let srv = start("").await;
+    let addr = srv.local_addr();
+    let mut src = Source::put(addr, "/noise", "audio/mpeg").await;
+    // 100 KB with no MPEG sync and no tag magic.
+    let noise: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 26) as u8)
+        .collect();
+    let _ = timeout(
+        STEP,
+        tokio::io::AsyncWriteExt::write_all(&mut src.stream, &noise),
+    )
+    .await;
+    let mut buf = [0u8; 64];
+    let closed = timeout(STEP, src.stream.read(&mut buf))
+        .await
+        .expect("garbage source not dropped");
+    assert!(matches!(closed, Ok(0) | Err(_)));
+    let (_, status) = http_get(addr, "/api/status", None).await;
+    assert!(!status.contains("/noise"), "{status}");
+    srv.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_listeners_and_sources_promptly() {
+    let srv = start("").await;
+    let addr = srv.local_addr();
+    let mut src = Source::put(addr, "/live", "audio/mpeg").await;
+    src.send(&frames(0..CHUNK_FRAMES * 2)).await;
+    let mut idle = Listener::get(addr, "/live", false).await;
+    idle.fill(FRAME_LEN).await;
+    let started = std::time::Instant::now();
+    assert!(
+        srv.shutdown(Duration::from_secs(5)).await,
+        "tasks still running after shutdown"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    timeout(STEP, idle.stream.read_to_end(&mut rest))
+        .await
+        .expect("listener not closed")
+        .ok();
+    let mut buf = [0u8; 16];
+    let n = timeout(STEP, src.stream.read(&mut buf))
+        .await
+        .expect("source not closed");
+    assert!(matches!(n, Ok(0) | Err(_)));
+}

@@ -1,7 +1,8 @@
-//! AAC in ADTS framing: header parse and the frame splitter. Like MPEG, a header counts
-//! only when the next one follows with the same sample rate, profile and channel layout.
+//! AAC in ADTS framing: header parse; splitting uses the shared sync-word framer (a header
+//! counts while acquiring sync only when the next one follows with the same sample rate,
+//! profile and channel layout).
 
-use super::{tag, Candidate, StreamInfo, SyncState, Unit, UnitKind};
+use super::{StreamInfo, SyncHeader};
 
 const RATES: [u32; 13] = [
     96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
@@ -39,87 +40,53 @@ pub fn parse_header(b: &[u8]) -> Option<Header> {
     })
 }
 
-#[derive(Debug, Default)]
-pub struct AdtsFramer {
-    sync: SyncState,
-    last: Option<Header>,
-    /// Sync confirmed: matching frames are emitted as soon as complete (see mpeg.rs).
-    locked: bool,
-}
+impl SyncHeader for Header {
+    const LEN: usize = 7;
 
-fn same_stream(a: &Header, b: &Header) -> bool {
-    a.sample_rate == b.sample_rate && a.profile == b.profile && a.channel_config == b.channel_config
-}
-
-impl AdtsFramer {
-    pub fn next_unit(&mut self, buf: &[u8]) -> Option<Unit> {
-        let last = &mut self.last;
-        let locked = &mut self.locked;
-        let unit = self.sync.next_unit(buf, |buf| {
-            if buf.len() < 7 {
-                return if buf[0] == 0xFF && buf.get(1).is_none_or(|b| b & 0xF6 == 0xF0) {
-                    Candidate::NeedMore
-                } else {
-                    Candidate::No
-                };
-            }
-            let Some(h) = parse_header(buf) else {
-                return Candidate::No;
-            };
-            let frame = Unit {
-                kind: UnitKind::Audio,
-                len: h.frame_len,
-                samples: h.samples,
-                sample_rate: h.sample_rate,
-                begins_stream: false,
-            };
-            if *locked && last.as_ref().is_some_and(|l| same_stream(l, &h)) {
-                if buf.len() < h.frame_len {
-                    return Candidate::NeedMore;
-                }
-                *last = Some(h);
-                return Candidate::Frame(frame);
-            }
-            let Some(rest) = buf.get(h.frame_len..).filter(|r| r.len() >= 7) else {
-                return Candidate::NeedMore;
-            };
-            let confirmed = match parse_header(rest) {
-                Some(n) => same_stream(&n, &h),
-                None => match tag::check(rest) {
-                    tag::Check::Tag(_) => true,
-                    tag::Check::NeedMore => return Candidate::NeedMore,
-                    tag::Check::NotTag => false,
-                },
-            };
-            if !confirmed {
-                return Candidate::No;
-            }
-            *last = Some(h);
-            *locked = true;
-            Candidate::Frame(frame)
-        });
-        if unit.is_some_and(|u| u.kind == UnitKind::Junk) {
-            self.locked = false;
-        }
-        unit
+    fn parse(b: &[u8]) -> Option<Header> {
+        parse_header(b)
     }
 
-    pub fn stream_info(&self) -> StreamInfo {
-        self.last.map_or_else(StreamInfo::default, |h| StreamInfo {
-            codec: "aac",
-            sample_rate: h.sample_rate,
-            channels: match h.channel_config {
-                7 => 8,
-                c => c,
-            },
-            bitrate: 0,
-        })
+    fn could_start(b: &[u8]) -> bool {
+        b.first().is_none_or(|&x| x == 0xFF) && b.get(1).is_none_or(|&x| x & 0xF6 == 0xF0)
+    }
+
+    fn frame_len(&self) -> usize {
+        self.frame_len
+    }
+
+    fn same_stream(&self, o: &Header) -> bool {
+        self.sample_rate == o.sample_rate
+            && self.profile == o.profile
+            && self.channel_config == o.channel_config
+    }
+
+    fn samples(&self) -> u32 {
+        self.samples
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+}
+
+/// What a frame header says about the stream.
+pub fn stream_info(h: Header) -> StreamInfo {
+    StreamInfo {
+        codec: "aac",
+        sample_rate: h.sample_rate,
+        channels: match h.channel_config {
+            7 => 8,
+            c => c,
+        },
+        bitrate: 0,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::UnitKind;
     use crate::frame::{mpeg::tests::run, Format};
     use proptest::prelude::*;
 

@@ -93,8 +93,8 @@ pub struct Framer {
 
 #[derive(Debug)]
 enum Inner {
-    Mpeg(mpeg::MpegFramer),
-    Adts(adts::AdtsFramer),
+    Mpeg(SyncFramer<mpeg::Header>),
+    Adts(SyncFramer<adts::Header>),
     Ogg(ogg::OggFramer),
     Opaque,
 }
@@ -102,8 +102,8 @@ enum Inner {
 impl Framer {
     pub fn new(format: Format) -> Framer {
         let inner = match format {
-            Format::Mpeg => Inner::Mpeg(mpeg::MpegFramer::default()),
-            Format::Adts => Inner::Adts(adts::AdtsFramer::default()),
+            Format::Mpeg => Inner::Mpeg(SyncFramer::default()),
+            Format::Adts => Inner::Adts(SyncFramer::default()),
             Format::Ogg => Inner::Ogg(ogg::OggFramer::default()),
             Format::Opaque => Inner::Opaque,
         };
@@ -128,28 +128,54 @@ impl Framer {
 
     pub fn stream_info(&self) -> StreamInfo {
         match &self.inner {
-            Inner::Mpeg(f) => f.stream_info(),
-            Inner::Adts(f) => f.stream_info(),
+            Inner::Mpeg(f) => f.last.map(mpeg::stream_info).unwrap_or_default(),
+            Inner::Adts(f) => f.last.map(adts::stream_info).unwrap_or_default(),
             Inner::Ogg(f) => f.stream_info(),
             Inner::Opaque => StreamInfo::default(),
         }
     }
 }
 
-/// Shared resync logic for the sync-word formats (MPEG, ADTS): a pending multi-call skip
-/// for tags larger than the buffer, tag detection, and the search for the next candidate.
-#[derive(Debug, Default)]
-struct SyncState {
-    skip: usize,
+/// A sync-word frame header (MPEG audio, ADTS): what the shared splitter needs to know.
+trait SyncHeader: Copy {
+    /// Bytes needed to parse a header.
+    const LEN: usize;
+    fn parse(b: &[u8]) -> Option<Self>;
+    /// Whether these bytes (fewer than `LEN`, maybe none) could still begin a header.
+    fn could_start(b: &[u8]) -> bool;
+    fn frame_len(&self) -> usize;
+    /// Same stream parameters: a change means the lock (or a candidate) is not trusted.
+    fn same_stream(&self, other: &Self) -> bool;
+    fn samples(&self) -> u32;
+    fn sample_rate(&self) -> u32;
 }
 
-/// What a sync-word format says about the bytes at the start of a buffer.
+/// The splitter for sync-word formats. Acquiring sync, a header counts only when the next
+/// one follows at the computed offset with the same parameters (or a tag follows), so
+/// random bytes that look like a sync word are rejected; once locked, each following frame
+/// with matching parameters is emitted as soon as it is complete (no added latency). Any
+/// junk drops the lock. Tags larger than the buffer are skipped across calls.
+#[derive(Debug)]
+struct SyncFramer<H> {
+    skip: usize,
+    last: Option<H>,
+    locked: bool,
+}
+
+impl<H> Default for SyncFramer<H> {
+    fn default() -> Self {
+        SyncFramer {
+            skip: 0,
+            last: None,
+            locked: false,
+        }
+    }
+}
+
+/// What the bytes at the start of a buffer are, for a sync-word format.
 enum Candidate {
-    /// A confirmed frame of this many bytes with this duration.
-    Frame(Unit),
-    /// Could be a frame: wait for more bytes.
+    Frame(usize),
     NeedMore,
-    /// Not a frame here.
     No,
 }
 
@@ -157,12 +183,8 @@ enum Candidate {
 /// be split across reads.
 const KEEP_TAIL: usize = 11;
 
-impl SyncState {
-    fn next_unit(
-        &mut self,
-        buf: &[u8],
-        mut candidate: impl FnMut(&[u8]) -> Candidate,
-    ) -> Option<Unit> {
+impl<H: SyncHeader> SyncFramer<H> {
+    fn next_unit(&mut self, buf: &[u8]) -> Option<Unit> {
         if buf.is_empty() {
             return None;
         }
@@ -171,34 +193,88 @@ impl SyncState {
             self.skip -= n;
             return Some(Unit::junk(n));
         }
-        match tag::check(buf) {
+        let unit = match tag::check(buf) {
             tag::Check::Tag(len) => {
                 let n = len.min(buf.len());
                 self.skip = len - n;
-                return Some(Unit::junk(n));
+                Unit::junk(n)
             }
             tag::Check::NeedMore => return None,
-            tag::Check::NotTag => {}
+            tag::Check::NotTag => match self.candidate(buf) {
+                Candidate::Frame(len) => {
+                    let h = self.last?;
+                    Unit {
+                        kind: UnitKind::Audio,
+                        len,
+                        samples: h.samples(),
+                        sample_rate: h.sample_rate(),
+                        begins_stream: false,
+                    }
+                }
+                Candidate::NeedMore => return None,
+                Candidate::No => Unit::junk(skip_garbage(buf)?),
+            },
+        };
+        if unit.kind == UnitKind::Junk {
+            self.locked = false;
         }
-        match candidate(buf) {
-            Candidate::Frame(u) => return Some(u),
-            Candidate::NeedMore => return None,
-            Candidate::No => {}
+        Some(unit)
+    }
+
+    fn candidate(&mut self, buf: &[u8]) -> Candidate {
+        let Some(h) = buf.get(..H::LEN).and_then(H::parse) else {
+            return if buf.len() < H::LEN && H::could_start(buf) {
+                Candidate::NeedMore
+            } else {
+                Candidate::No
+            };
+        };
+        let len = h.frame_len();
+        let locked = self.locked && self.last.is_some_and(|l| l.same_stream(&h));
+        let Some(rest) = buf.get(len..) else {
+            return Candidate::NeedMore;
+        };
+        if !locked {
+            let confirmed = if rest.len() < H::LEN {
+                if tag::could_start(rest) || H::could_start(rest) {
+                    return Candidate::NeedMore;
+                }
+                false
+            } else {
+                match H::parse(&rest[..H::LEN]) {
+                    Some(next) => next.same_stream(&h),
+                    None => match tag::check(rest) {
+                        tag::Check::Tag(_) => true,
+                        tag::Check::NeedMore => return Candidate::NeedMore,
+                        tag::Check::NotTag => false,
+                    },
+                }
+            };
+            if !confirmed {
+                return Candidate::No;
+            }
         }
-        // Garbage: drop up to the next byte that could start a frame or a tag.
-        let next = buf
-            .iter()
-            .enumerate()
-            .skip(1)
-            .position(|(i, &b)| {
-                (b == 0xFF && buf.get(i + 1).is_none_or(|n| n & 0xE0 == 0xE0))
-                    || tag::could_start(&buf[i..])
-            })
-            .map(|p| p + 1);
-        match next {
-            Some(i) => Some(Unit::junk(i)),
-            None if buf.len() > KEEP_TAIL => Some(Unit::junk(buf.len() - KEEP_TAIL)),
-            None => None,
-        }
+        self.last = Some(h);
+        self.locked = true;
+        Candidate::Frame(len)
+    }
+}
+
+/// Length of the garbage at the start of `buf`: up to the next byte that could start a
+/// frame or a tag. `None` when all of a short buffer might still be the start of one.
+fn skip_garbage(buf: &[u8]) -> Option<usize> {
+    let next = buf
+        .iter()
+        .enumerate()
+        .skip(1)
+        .position(|(i, &b)| {
+            (b == 0xFF && buf.get(i + 1).is_none_or(|n| n & 0xE0 == 0xE0))
+                || tag::could_start(&buf[i..])
+        })
+        .map(|p| p + 1);
+    match next {
+        Some(i) => Some(i),
+        None if buf.len() > KEEP_TAIL => Some(buf.len() - KEEP_TAIL),
+        None => None,
     }
 }

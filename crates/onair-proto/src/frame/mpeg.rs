@@ -1,12 +1,9 @@
 //! MPEG-1/2/2.5 audio (Layers I, II, III) frame headers and the frame splitter.
 //!
-//! Acquiring sync, a header is accepted only when the next frame's header follows at the
-//! computed offset with the same version, layer and sample rate (or a tag follows), so
-//! random bytes that look like a sync word are rejected. Once locked, each following frame
-//! with matching parameters is emitted as soon as it is complete (no added latency); any
-//! junk drops the lock.
+//! Splitting uses the shared sync-word framer (`frame::SyncFramer`): confirmation by the
+//! next header while acquiring sync, then no added latency once locked.
 
-use super::{tag, Candidate, StreamInfo, SyncState, Unit, UnitKind};
+use super::{StreamInfo, SyncHeader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -99,100 +96,52 @@ pub fn parse_header(b: [u8; 4]) -> Option<Header> {
     })
 }
 
-fn header_at(buf: &[u8], at: usize) -> Option<Option<Header>> {
-    let b = buf.get(at..at + 4)?;
-    Some(parse_header([b[0], b[1], b[2], b[3]]))
-}
+impl SyncHeader for Header {
+    const LEN: usize = 4;
 
-#[derive(Debug, Default)]
-pub struct MpegFramer {
-    sync: SyncState,
-    last: Option<Header>,
-    locked: bool,
-}
-
-fn same_stream(a: &Header, b: &Header) -> bool {
-    a.version == b.version && a.layer == b.layer && a.sample_rate == b.sample_rate
-}
-
-impl MpegFramer {
-    pub fn next_unit(&mut self, buf: &[u8]) -> Option<Unit> {
-        let last = &mut self.last;
-        let locked = &mut self.locked;
-        let unit = self.sync.next_unit(buf, |buf| {
-            let Some(h) = header_at(buf, 0).flatten() else {
-                return if buf.len() < 4 && buf.first() == Some(&0xFF) {
-                    Candidate::NeedMore
-                } else {
-                    Candidate::No
-                };
-            };
-            let frame = Unit {
-                kind: UnitKind::Audio,
-                len: h.frame_len,
-                samples: h.samples,
-                sample_rate: h.sample_rate,
-                begins_stream: false,
-            };
-            if *locked && last.as_ref().is_some_and(|l| same_stream(l, &h)) {
-                if buf.len() < h.frame_len {
-                    return Candidate::NeedMore;
-                }
-                *last = Some(h);
-                return Candidate::Frame(frame);
-            }
-            let next = match header_at(buf, h.frame_len) {
-                None => {
-                    // The next header has not arrived; a tag may follow instead.
-                    return match buf.get(h.frame_len..) {
-                        Some(rest)
-                            if !rest.is_empty() && !tag::could_start(rest) && rest[0] != 0xFF =>
-                        {
-                            Candidate::No
-                        }
-                        _ => Candidate::NeedMore,
-                    };
-                }
-                Some(n) => n,
-            };
-            let confirmed = match next {
-                Some(n) => same_stream(&n, &h),
-                None => match tag::check(buf.get(h.frame_len..).unwrap_or_default()) {
-                    tag::Check::Tag(_) => true,
-                    tag::Check::NeedMore => return Candidate::NeedMore,
-                    tag::Check::NotTag => false,
-                },
-            };
-            if !confirmed {
-                return Candidate::No;
-            }
-            *last = Some(h);
-            *locked = true;
-            Candidate::Frame(frame)
-        });
-        if unit.is_some_and(|u| u.kind == UnitKind::Junk) {
-            self.locked = false;
-        }
-        unit
+    fn parse(b: &[u8]) -> Option<Header> {
+        parse_header(b.get(..4)?.try_into().ok()?)
     }
 
-    pub fn stream_info(&self) -> StreamInfo {
-        self.last.map_or_else(StreamInfo::default, |h| StreamInfo {
-            codec: match h.layer {
-                3 => "mp3",
-                2 => "mp2",
-                _ => "mp1",
-            },
-            sample_rate: h.sample_rate,
-            channels: h.channels,
-            bitrate: h.bitrate,
-        })
+    fn could_start(b: &[u8]) -> bool {
+        b.first().is_none_or(|&x| x == 0xFF) && b.get(1).is_none_or(|&x| x & 0xE0 == 0xE0)
+    }
+
+    fn frame_len(&self) -> usize {
+        self.frame_len
+    }
+
+    fn same_stream(&self, o: &Header) -> bool {
+        self.version == o.version && self.layer == o.layer && self.sample_rate == o.sample_rate
+    }
+
+    fn samples(&self) -> u32 {
+        self.samples
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+}
+
+/// What a frame header says about the stream.
+pub fn stream_info(h: Header) -> StreamInfo {
+    StreamInfo {
+        codec: match h.layer {
+            3 => "mp3",
+            2 => "mp2",
+            _ => "mp1",
+        },
+        sample_rate: h.sample_rate,
+        channels: h.channels,
+        bitrate: h.bitrate,
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::frame::{Unit, UnitKind};
     use proptest::prelude::*;
 
     /// A frame: MPEG-1 L3 44.1 kHz at `kbps`, payload bytes = `fill`.

@@ -6,6 +6,7 @@
 //! byte where it was set; chunks never split a frame or page; publishing never waits for a
 //! listener (slow listeners fall behind and are dropped by their own task).
 
+pub mod describe;
 pub mod registry;
 pub mod ring;
 

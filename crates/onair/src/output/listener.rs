@@ -15,15 +15,12 @@ use std::{
 };
 
 use bytes::{Buf, Bytes};
-use onair_proto::{
-    icecast::{audio_info_value, RequestHead},
-    icy::Interleaver,
-};
+use onair_proto::{icecast::RequestHead, icy::Interleaver};
 use tokio::{io::AsyncWriteExt, net::TcpStream, sync::watch};
 
 use crate::{
     front::plain_response,
-    mount::{Mount, Read, StartPosition, StreamFacts, Subscription},
+    mount::{describe, Mount, Read, StartPosition, StreamFacts, Subscription},
     station::Station,
 };
 
@@ -306,14 +303,7 @@ fn header_safe(v: &str) -> String {
 }
 
 fn response_head(mount: &Mount, sub: &StreamFacts, metaint: Option<usize>) -> String {
-    let cfg = mount.config.as_ref();
-    let h = &sub.headers;
-    let pick = |configured: Option<&String>, sent: &Option<String>| -> Option<String> {
-        configured
-            .cloned()
-            .or_else(|| sent.clone())
-            .map(|v| header_safe(&v))
-    };
+    let labels = describe::labels(mount.config.as_ref(), &sub.headers);
     let mut out = format!(
         "HTTP/1.0 200 OK\r\nServer: {}\r\nContent-Type: {}\r\nCache-Control: no-cache, no-store\r\nPragma: no-cache\r\nExpires: Mon, 26 Jul 1997 05:00:00 GMT\r\nConnection: Close\r\n{CORS}",
         crate::SERVER_ID,
@@ -321,61 +311,23 @@ fn response_head(mount: &Mount, sub: &StreamFacts, metaint: Option<usize>) -> St
     );
     let mut add = |k: &str, v: Option<String>| {
         if let Some(v) = v {
-            out.push_str(&format!("{k}: {v}\r\n"));
+            out.push_str(&format!("{k}: {}\r\n", header_safe(&v)));
         }
     };
+    add("icy-name", labels.name);
+    add("icy-description", labels.description);
+    add("icy-genre", labels.genre);
+    add("icy-url", labels.url);
+    add("icy-pub", Some(u8::from(labels.public).to_string()));
     add(
-        "icy-name",
-        pick(cfg.and_then(|c| c.stream_name.as_ref()), &h.name),
+        "icy-br",
+        describe::bitrate_kbps(&sub.headers, &sub.codec).map(|b| b.to_string()),
     );
     add(
-        "icy-description",
-        pick(cfg.and_then(|c| c.description.as_ref()), &h.description),
+        "ice-audio-info",
+        describe::audio_info(&sub.headers, &sub.codec),
     );
-    add(
-        "icy-genre",
-        pick(cfg.and_then(|c| c.genre.as_ref()), &h.genre),
-    );
-    add("icy-url", pick(cfg.and_then(|c| c.url.as_ref()), &h.url));
-    add(
-        "icy-pub",
-        Some(if h.public == Some(true) { "1" } else { "0" }.to_string()),
-    );
-    add("icy-br", bitrate_kbps(sub).map(|b| b.to_string()));
-    add("ice-audio-info", audio_info(sub));
     add("icy-metaint", metaint.map(|m| m.to_string()));
     out.push_str("\r\n");
     out
-}
-
-/// Nominal bitrate in kbit/s: what the source declared, else what its frames say.
-pub fn bitrate_kbps(sub: &StreamFacts) -> Option<u32> {
-    let h = &sub.headers;
-    h.bitrate
-        .as_deref()
-        .and_then(|b| b.trim().parse().ok())
-        .or_else(|| {
-            h.audio_info
-                .as_deref()
-                .and_then(|a| audio_info_value(a, "bitrate")?.parse().ok())
-        })
-        .or((sub.codec.bitrate > 0).then_some(sub.codec.bitrate / 1000))
-}
-
-fn audio_info(sub: &StreamFacts) -> Option<String> {
-    if let Some(a) = &sub.headers.audio_info {
-        return Some(header_safe(a));
-    }
-    let c = &sub.codec;
-    let mut parts = Vec::new();
-    if c.channels > 0 {
-        parts.push(format!("channels={}", c.channels));
-    }
-    if c.sample_rate > 0 {
-        parts.push(format!("samplerate={}", c.sample_rate));
-    }
-    if let Some(b) = bitrate_kbps(sub) {
-        parts.push(format!("bitrate={b}"));
-    }
-    (!parts.is_empty()).then(|| parts.join(";"))
 }

@@ -57,11 +57,9 @@ pub async fn fallback(
             .into_response();
     };
     let url = format!("{}{}", base_url(&station, &headers), mount.name);
-    let title = mount
-        .config
-        .as_ref()
-        .and_then(|c| c.stream_name.clone())
-        .or_else(|| mount.status().source.and_then(|s| s.headers.name))
+    let sent = mount.status().source.map(|s| s.headers).unwrap_or_default();
+    let title = crate::mount::describe::labels(mount.config.as_ref(), &sent)
+        .name
         .unwrap_or_else(|| mount.name.clone());
     (
         [

@@ -10,7 +10,10 @@ use std::{
 use axum::{extract::State, http::HeaderMap, response::IntoResponse, Json};
 use serde_json::{json, Map, Value};
 
-use crate::{mount::Mount, station::Station};
+use crate::{
+    mount::{describe, Mount},
+    station::Station,
+};
 
 use super::base_url;
 
@@ -54,19 +57,21 @@ pub async fn icecast_json(
 
 fn icecast_source(m: &Mount, base: &str) -> Value {
     let st = m.status();
-    let cfg = m.config.as_ref();
-    let h = st
+    let sent = st
         .source
         .as_ref()
         .map(|s| s.headers.clone())
         .unwrap_or_default();
-    let pick = |c: Option<&String>, s: &Option<String>| {
-        c.cloned().or_else(|| s.clone()).unwrap_or_default()
-    };
+    let labels = describe::labels(m.config.as_ref(), &sent);
     let started = st.source.as_ref().map_or(0, |s| unix(s.connected_at));
-    let bitrate = bitrate_kbps(&st);
+    let bitrate = describe::bitrate_kbps(&sent, &st.codec);
     let mut o = Map::new();
-    o.insert("audio_info".into(), audio_info(&st).into());
+    o.insert(
+        "audio_info".into(),
+        describe::audio_info(&sent, &st.codec)
+            .unwrap_or_default()
+            .into(),
+    );
     if let Some(b) = bitrate {
         o.insert("bitrate".into(), b.into());
     }
@@ -78,7 +83,7 @@ fn icecast_source(m: &Mount, base: &str) -> Value {
     }
     o.insert(
         "genre".into(),
-        pick(cfg.and_then(|c| c.genre.as_ref()), &h.genre).into(),
+        labels.genre.clone().unwrap_or_default().into(),
     );
     o.insert(
         "listener_peak".into(),
@@ -91,11 +96,11 @@ fn icecast_source(m: &Mount, base: &str) -> Value {
     o.insert("listenurl".into(), format!("{base}{}", m.name).into());
     o.insert(
         "server_description".into(),
-        pick(cfg.and_then(|c| c.description.as_ref()), &h.description).into(),
+        labels.description.clone().unwrap_or_default().into(),
     );
     o.insert(
         "server_name".into(),
-        pick(cfg.and_then(|c| c.stream_name.as_ref()), &h.name).into(),
+        labels.name.clone().unwrap_or_default().into(),
     );
     o.insert(
         "server_type".into(),
@@ -106,7 +111,7 @@ fn icecast_source(m: &Mount, base: &str) -> Value {
     );
     o.insert(
         "server_url".into(),
-        pick(cfg.and_then(|c| c.url.as_ref()), &h.url).into(),
+        labels.url.clone().unwrap_or_default().into(),
     );
     o.insert("stream_start".into(), rfc2822(started).into());
     o.insert("stream_start_iso8601".into(), iso8601(started).into());
@@ -155,12 +160,12 @@ pub async fn api_status(
 fn api_mount(m: &Mount, base: &str) -> Value {
     let st = m.status();
     let cfg = m.config.as_ref();
-    let h = st
+    let sent = st
         .source
         .as_ref()
         .map(|s| s.headers.clone())
         .unwrap_or_default();
-    let pick = |c: Option<&String>, s: &Option<String>| c.cloned().or_else(|| s.clone());
+    let labels = describe::labels(cfg, &sent);
     json!({
         "name": m.name,
         "listen_url": format!("{base}{}", m.name),
@@ -168,16 +173,16 @@ fn api_mount(m: &Mount, base: &str) -> Value {
         "live": st.source.is_some(),
         "content_type": st.source.as_ref().map(|s| s.content_type.clone()),
         "codec": (!st.codec.codec.is_empty()).then_some(st.codec.codec),
-        "bitrate_kbps": bitrate_kbps(&st),
+        "bitrate_kbps": describe::bitrate_kbps(&sent, &st.codec),
         "sample_rate": (st.codec.sample_rate > 0).then_some(st.codec.sample_rate),
         "channels": (st.codec.channels > 0).then_some(st.codec.channels),
         "title": st.title,
         "stream": {
-            "name": pick(cfg.and_then(|c| c.stream_name.as_ref()), &h.name),
-            "description": pick(cfg.and_then(|c| c.description.as_ref()), &h.description),
-            "genre": pick(cfg.and_then(|c| c.genre.as_ref()), &h.genre),
-            "url": pick(cfg.and_then(|c| c.url.as_ref()), &h.url),
-            "public": h.public.unwrap_or(false),
+            "name": labels.name,
+            "description": labels.description,
+            "genre": labels.genre,
+            "url": labels.url,
+            "public": labels.public,
         },
         "source": st.source.as_ref().map(|s| json!({
             "ip": s.peer.ip().to_string(),
@@ -202,42 +207,6 @@ fn visible_live(station: &Station) -> Vec<Arc<Mount>> {
         .into_iter()
         .filter(|m| m.is_live() && !m.config.as_ref().is_some_and(|c| c.hidden))
         .collect()
-}
-
-fn bitrate_kbps(st: &crate::mount::MountStatus) -> Option<u32> {
-    let h = st.source.as_ref().map(|s| &s.headers)?;
-    h.bitrate
-        .as_deref()
-        .and_then(|b| b.trim().parse().ok())
-        .or_else(|| {
-            h.audio_info.as_deref().and_then(|a| {
-                onair_proto::icecast::audio_info_value(a, "bitrate")?
-                    .parse()
-                    .ok()
-            })
-        })
-        .or((st.codec.bitrate > 0).then_some(st.codec.bitrate / 1000))
-}
-
-fn audio_info(st: &crate::mount::MountStatus) -> String {
-    if let Some(a) = st
-        .source
-        .as_ref()
-        .and_then(|s| s.headers.audio_info.clone())
-    {
-        return a;
-    }
-    let mut parts = Vec::new();
-    if st.codec.channels > 0 {
-        parts.push(format!("channels={}", st.codec.channels));
-    }
-    if st.codec.sample_rate > 0 {
-        parts.push(format!("samplerate={}", st.codec.sample_rate));
-    }
-    if let Some(b) = bitrate_kbps(st) {
-        parts.push(format!("bitrate={b}"));
-    }
-    parts.join(";")
 }
 
 fn unix(t: SystemTime) -> i64 {

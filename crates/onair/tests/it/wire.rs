@@ -552,3 +552,21 @@ async fn shutdown_closes_listeners_and_sources_promptly() {
         .expect("source not closed");
     assert!(matches!(n, Ok(0) | Err(_)));
 }
+
+#[tokio::test]
+async fn too_many_sources_get_403() {
+    let srv = start("[limits]\nmax_sources = 1\n").await;
+    let addr = srv.local_addr();
+    let mut first = Source::put(addr, "/a", "audio/mpeg").await;
+    first.send(&frames(0..3)).await;
+    let head = format!(
+        "SOURCE /b HTTP/1.0\r\nAuthorization: Basic {}\r\nContent-Type: audio/mpeg\r\n\r\n",
+        basic("source", PASS)
+    );
+    let r = raw_request(addr, &head).await;
+    assert!(
+        r.starts_with("HTTP/1.0 403") && r.ends_with("too many sources connected\n"),
+        "{r}"
+    );
+    srv.shutdown(Duration::from_secs(2)).await;
+}

@@ -325,3 +325,46 @@ async fn ogg_opus_late_joiner_decodes() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_ogg_late_joiner_gets_the_new_links_headers() {
+    let dir = scratch("chain");
+    // Two independently encoded links (different serials, different headers).
+    let a = make_input(&dir, "a.ogg", &["-c:a", "libvorbis", "-q:a", "2"], 3);
+    let b = make_input(
+        &dir,
+        "b.ogg",
+        &["-c:a", "libvorbis", "-q:a", "6", "-ar", "48000"],
+        30,
+    );
+    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let srv = start("[defaults]\nchunk_ms = 200\n").await;
+    let addr = srv.local_addr();
+    let mut src = Source::put(addr, "/chain.ogg", "application/ogg").await;
+    // The first link at once, then the second paced at ~4x real time so the stream lives on.
+    src.send(&a).await;
+    let pace = b.len() / 30 * 4;
+    let sender = tokio::spawn(async move {
+        for piece in b.chunks(pace / 10) {
+            src.send(piece).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        src
+    });
+    // Join once the second link's headers are far behind the burst.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (decoded, errors) = ffmpeg_decode(&format!("http://{addr}/chain.ogg"), 2).await;
+    assert!(
+        errors.trim().is_empty(),
+        "late joiner decode errors: {errors}"
+    );
+    assert!(decoded >= 1.9, "late joiner decoded only {decoded:.2} s");
+    let (_, status) = http_get(addr, "/api/status", None).await;
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        v["mounts"][0]["sample_rate"], 48000,
+        "stream info follows the new link: {status}"
+    );
+    sender.abort();
+    srv.shutdown(Duration::from_secs(2)).await;
+}

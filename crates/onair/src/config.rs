@@ -35,7 +35,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub defaults: RawMountSettings,
     #[serde(default)]
+    pub shoutcast: RawShoutcast,
+    #[serde(default)]
     pub mount: Vec<RawMount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShoutcast {
+    pub enabled: Option<bool>,
+    pub mount: Option<String>,
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,7 +113,17 @@ pub struct Config {
     pub auth: Auth,
     pub limits: Limits,
     pub defaults: MountSettings,
+    pub shoutcast: ShoutcastConfig,
     pub mounts: Vec<MountConfig>,
+}
+
+/// SHOUTcast v1 source port: where it listens and which mount it feeds.
+#[derive(Debug, Clone)]
+pub struct ShoutcastConfig {
+    pub enabled: bool,
+    pub mount: String,
+    /// `None`: the main port + 1 (the convention every SHOUTcast client assumes).
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -269,8 +289,16 @@ impl Config {
                 name: m.name,
             });
         }
+        let shoutcast = ShoutcastConfig {
+            enabled: raw.shoutcast.enabled.unwrap_or(true),
+            mount: raw.shoutcast.mount.unwrap_or_else(|| "/stream".into()),
+            port: raw.shoutcast.port,
+        };
+        validate_mount_name(&shoutcast.mount)
+            .map_err(|e| ConfigError::Invalid(format!("[shoutcast] mount: {e}")))?;
         Ok(Config {
             bind,
+            shoutcast,
             hostname: raw.hostname.unwrap_or_else(|| "localhost".into()),
             location: raw.location.unwrap_or_else(|| "Earth".into()),
             admin_email: raw
@@ -328,7 +356,13 @@ fn generate_secret() -> Result<String, ConfigError> {
 }
 
 /// Paths that can never be mounts because the web app owns them.
-const RESERVED_PREFIXES: &[&str] = &["/admin", "/api", "/status-json.xsl", "/status.xsl"];
+const RESERVED_PREFIXES: &[&str] = &[
+    "/admin",
+    "/admin.cgi",
+    "/api",
+    "/status-json.xsl",
+    "/status.xsl",
+];
 
 /// A mount name is an absolute path of safe characters that does not collide with the web
 /// app or with playlist URLs (`/x.m3u` is the playlist of `/x`).

@@ -76,6 +76,13 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let running = onair::station::start(config).await?;
     print_banner(&running.station.config, running.local_addr());
+    if let Some(sc) = running.shoutcast_addr() {
+        println!(
+            "  shoutcast: v1 sources on port {} feed {}",
+            sc.port(),
+            running.station.config.shoutcast.mount
+        );
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     if !running.shutdown(Duration::from_secs(5)).await {

@@ -42,6 +42,8 @@ pub struct Station {
     pub started_at: SystemTime,
     pub started: Instant,
     pub local_addr: SocketAddr,
+    /// Where SHOUTcast v1 sources connect, if that port could be opened.
+    pub shoutcast_addr: Option<SocketAddr>,
 }
 
 impl Station {
@@ -61,6 +63,10 @@ impl Running {
         self.station.local_addr
     }
 
+    pub fn shoutcast_addr(&self) -> Option<SocketAddr> {
+        self.station.shoutcast_addr
+    }
+
     /// Stops accepting, closes sources and listeners, waits up to `grace`.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.station.supervisor.shutdown(grace).await
@@ -77,6 +83,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let local_addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    let shoutcast = bind_shoutcast(&config, local_addr);
+    let shoutcast_addr = shoutcast.as_ref().and_then(|l| l.local_addr().ok());
     let station = Arc::new(Station {
         mounts: Registry::new(&config),
         supervisor: Supervisor::default(),
@@ -85,12 +93,37 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         started_at: SystemTime::now(),
         started: Instant::now(),
         local_addr,
+        shoutcast_addr,
         config,
     });
+    if let Some(sc) = shoutcast {
+        station.supervisor.spawn_service(
+            "shoutcast",
+            crate::input::shoutcast::run(sc, station.clone()),
+        );
+    }
     station
         .supervisor
         .spawn_service("front", front::run(listener, station.clone()));
     Ok(Running { station })
+}
+
+/// The SHOUTcast v1 port: configured, or main port + 1. A busy port is logged, not fatal:
+/// the Icecast protocols on the main port still work.
+fn bind_shoutcast(config: &Config, main: SocketAddr) -> Option<TcpListener> {
+    let sc = &config.shoutcast;
+    if !sc.enabled {
+        return None;
+    }
+    let port = sc.port.unwrap_or_else(|| main.port().wrapping_add(1));
+    let addr = SocketAddr::new(main.ip(), port);
+    match bind(addr) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot open the SHOUTcast source port; SHOUTcast v1 sources are unavailable");
+            None
+        }
+    }
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -1,3 +1,4 @@
 //! Inputs: everything that produces audio into a mount.
 
+pub mod shoutcast;
 pub mod source;

@@ -93,26 +93,37 @@ pub async fn run(
     ok.extend_from_slice(b"HTTP/1.0 200 OK\r\n\r\n");
     tracing::info!(%peer, mount = %mount_name, method = %head.method, ?format, "source connected");
     let outcome = match stream.write_all(&ok).await {
-        Ok(()) => pump(&mut stream, &head, body, format, &station, &mount, ticket).await,
+        Ok(()) => {
+            let chunked = head.is_chunked();
+            pump(&mut stream, chunked, body, format, &station, &mount, ticket).await
+        }
         Err(e) => Err(format!("cannot answer: {e}")),
     };
+    finish(&station, &mount, ticket, peer, outcome);
+}
+
+/// Ends a source's turn: detach (listeners drain and close), forget an on-the-fly mount,
+/// log why it ended.
+pub(crate) fn finish(
+    station: &Station,
+    mount: &Arc<crate::mount::Mount>,
+    ticket: crate::mount::SourceTicket,
+    peer: SocketAddr,
+    outcome: Result<&'static str, String>,
+) {
+    let bytes = mount.status().bytes_in;
     mount.detach_source(ticket);
-    station.mounts.release(&mount);
-    let status = mount.status();
+    station.mounts.release(mount);
     match outcome {
-        Ok(why) => {
-            tracing::info!(%peer, mount = %mount_name, bytes = status.bytes_in, "source left: {why}")
-        }
-        Err(why) => {
-            tracing::warn!(%peer, mount = %mount_name, bytes = status.bytes_in, "source dropped: {why}")
-        }
+        Ok(why) => tracing::info!(%peer, mount = %mount.name, bytes, "source left: {why}"),
+        Err(why) => tracing::warn!(%peer, mount = %mount.name, bytes, "source dropped: {why}"),
     }
 }
 
 /// Moves body bytes into the mount. `Ok` carries a normal end reason, `Err` an abnormal one.
-async fn pump(
+pub(crate) async fn pump(
     stream: &mut TcpStream,
-    head: &RequestHead,
+    chunked: bool,
     first: Bytes,
     format: Format,
     station: &Station,
@@ -125,7 +136,7 @@ async fn pump(
         .settings
         .chunk
         .max(std::time::Duration::from_millis(50));
-    let mut chunked = head.is_chunked().then(ChunkedDecoder::default);
+    let mut chunked = chunked.then(ChunkedDecoder::default);
     let mut framer = Framer::new(format);
     let mut raw = BytesMut::from(&first[..]);
     let mut buf = BytesMut::with_capacity(16 * 1024);

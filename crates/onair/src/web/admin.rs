@@ -101,3 +101,47 @@ pub async fn metadata(
     });
     xml(StatusCode::OK, "Metadata update successful", true)
 }
+
+/// SHOUTcast v1 title updates: `GET /admin.cgi?mode=updinfo&pass=...&song=...` (libshout's
+/// ICY protocol, butt, Winamp DSP). The password is the SHOUTcast mount's source password
+/// (or the admin password); `mount=` may name another mount.
+pub async fn shoutcast_metadata(
+    State(station): State<Arc<Station>>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let params = parse_query(q.as_deref().unwrap_or(""));
+    let raw = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_slice())
+    };
+    let charset = raw("charset").map(|c| String::from_utf8_lossy(c).into_owned());
+    let text = |k: &str| raw(k).map(|v| decode_text(v, charset.as_deref()));
+    let mount = text("mount").unwrap_or_else(|| station.config.shoutcast.mount.clone());
+    let pass = text("pass").unwrap_or_default();
+    let admin = secrets_equal(&pass, &station.config.auth.admin_password);
+    let source_ok = mount == station.config.shoutcast.mount
+        && crate::input::shoutcast::password_ok(&station.config, &pass);
+    if !(admin || source_ok) {
+        tracing::info!(%mount, "SHOUTcast metadata update refused: bad password");
+        return (StatusCode::UNAUTHORIZED, "invalid password\n").into_response();
+    }
+    if text("mode").as_deref() != Some("updinfo") {
+        return (StatusCode::BAD_REQUEST, "unknown mode\n").into_response();
+    }
+    let Some(m) = station.mounts.get(&mount).filter(|m| m.is_live()) else {
+        return (StatusCode::BAD_REQUEST, "no source on that mount\n").into_response();
+    };
+    let title = text("song").unwrap_or_default();
+    tracing::info!(%mount, %title, "metadata updated (SHOUTcast)");
+    m.set_metadata(StreamMeta {
+        title,
+        url: text("url").filter(|u| !u.is_empty()),
+    });
+    (
+        [("content-type", "text/html; charset=utf-8")],
+        "<html><head><title>SHOUTcast Administrator</title></head><body>Update successful</body></html>\n",
+    )
+        .into_response()
+}

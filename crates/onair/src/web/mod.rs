@@ -25,6 +25,7 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/api/status", get(status::api_status))
         .route("/admin/metadata", get(admin::metadata))
         .route("/admin/metadata.xsl", get(admin::metadata))
+        .route("/admin.cgi", get(admin::shoutcast_metadata))
         .fallback(pages::fallback)
         .with_state(station)
 }

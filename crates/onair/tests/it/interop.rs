@@ -368,3 +368,40 @@ async fn chained_ogg_late_joiner_gets_the_new_links_headers() {
     sender.abort();
     srv.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libshout_shoutcast_v1_source_with_titles() {
+    require_python_shout();
+    let dir = scratch("shout-icy");
+    let input = make_input(&dir, "in.mp3", &["-c:a", "libmp3lame", "-b:a", "128k"], 10);
+    let srv = start_with_shoutcast("[defaults]\nmetaint = 8192\nchunk_ms = 200\n").await;
+    let addr = srv.local_addr();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/peers/shout_source.py");
+    let titles = ["One", "Two – ünïcode; 'quoted'"];
+    let mut child = Peer(
+        Command::new("python3")
+            .arg(&script)
+            .args(["127.0.0.1", &addr.port().to_string(), "/ignored", PASS])
+            .arg(&input)
+            .args(titles)
+            .env("SHOUT_PROTOCOL", "icy")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_live(addr, "/stream").await;
+    let mut l = Listener::get(addr, "/stream", true).await;
+    let metaint = l.metaint().unwrap();
+    l.fill(50_000).await;
+    let (_, seen) = deinterleave(&l.body, metaint);
+    assert!(
+        seen.iter().any(|(_, t)| t == titles[1]),
+        "titles seen: {seen:?}"
+    );
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "python-shout (icy) source failed");
+    srv.shutdown(Duration::from_secs(2)).await;
+}

@@ -38,6 +38,35 @@ pub async fn start(toml_text: &str) -> Running {
         .expect("server starts")
 }
 
+/// Starts a station whose SHOUTcast port is the main port + 1 (what SHOUTcast clients
+/// assume), retrying with other ports if that one is taken.
+pub async fn start_with_shoutcast(toml_text: &str) -> Running {
+    for _ in 0..20 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port == u16::MAX {
+            continue;
+        }
+        let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+        let ov = Overrides {
+            bind: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+            source_password: Some(PASS.into()),
+            admin_user: Some(ADMIN.0.into()),
+            admin_password: Some(ADMIN.1.into()),
+        };
+        if let Ok(r) = station::start(Config::from_raw(raw, &ov).unwrap()).await {
+            if r.shoutcast_addr().map(|a| a.port()) == Some(port + 1) {
+                return r;
+            }
+            r.shutdown(Duration::from_secs(1)).await;
+        }
+    }
+    panic!("no free port pair for the SHOUTcast test");
+}
+
 pub fn basic(user: &str, pass: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))

@@ -64,6 +64,7 @@ pub struct RawLimits {
     pub source_timeout: Option<f64>,
     pub header_timeout: Option<f64>,
     pub max_head_bytes: Option<usize>,
+    pub source_takeover: Option<f64>,
 }
 
 /// Mount settings that may be given per mount or under `[defaults]`.
@@ -76,6 +77,7 @@ pub struct RawMountSettings {
     pub metaint: Option<usize>,
     pub chunk_ms: Option<u64>,
     pub send_buffer: Option<usize>,
+    pub max_listener_duration: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +89,7 @@ pub struct RawMount {
     pub hidden: Option<bool>,
     pub fallback: Option<String>,
     pub fallback_override: Option<bool>,
+    pub fallback_when_full: Option<bool>,
     pub stream_name: Option<String>,
     pub description: Option<String>,
     pub genre: Option<String>,
@@ -143,6 +146,9 @@ pub struct Limits {
     pub source_timeout: Duration,
     pub header_timeout: Duration,
     pub max_head_bytes: usize,
+    /// A source silent this long may be replaced by a new one with valid credentials
+    /// (a reconnecting client whose old TCP connection is dead); `None` = never.
+    pub source_takeover: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +163,8 @@ pub struct MountSettings {
     /// Kernel send buffer per listener socket (0 = kernel default). Bounds how much a stalled
     /// listener can hide in the kernel before the `queue_size` lag limit sees it.
     pub send_buffer: usize,
+    /// Listeners are disconnected after this long (`None` = no limit).
+    pub max_listener_duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +175,8 @@ pub struct MountConfig {
     pub hidden: bool,
     pub fallback: Option<String>,
     pub fallback_override: bool,
+    /// Listeners beyond `max_listeners` go to the fallback instead of getting an error.
+    pub fallback_when_full: bool,
     pub stream_name: Option<String>,
     pub description: Option<String>,
     pub genre: Option<String>,
@@ -177,15 +187,19 @@ pub struct MountConfig {
 pub const DEFAULT_BIND: &str = "0.0.0.0:8000";
 
 impl MountSettings {
-    fn resolve(raw: &RawMountSettings, base: &MountSettings) -> MountSettings {
-        MountSettings {
+    fn resolve(raw: &RawMountSettings, base: &MountSettings) -> Result<MountSettings, ConfigError> {
+        Ok(MountSettings {
             max_listeners: raw.max_listeners.unwrap_or(base.max_listeners),
             burst_size: raw.burst_size.unwrap_or(base.burst_size),
             queue_size: raw.queue_size.unwrap_or(base.queue_size),
             metaint: raw.metaint.unwrap_or(base.metaint),
             chunk: raw.chunk_ms.map_or(base.chunk, Duration::from_millis),
             send_buffer: raw.send_buffer.unwrap_or(base.send_buffer),
-        }
+            max_listener_duration: match raw.max_listener_duration {
+                None => base.max_listener_duration,
+                v => optional_secs(v, 0.0, "max_listener_duration")?,
+            },
+        })
     }
 
     fn validate(&self, what: &str) -> Result<(), ConfigError> {
@@ -215,6 +229,7 @@ impl Default for MountSettings {
             metaint: 16_000,
             chunk: Duration::from_millis(1000),
             send_buffer: 65_536,
+            max_listener_duration: None,
         }
     }
 }
@@ -257,8 +272,9 @@ impl Config {
             source_timeout: secs(raw.limits.source_timeout, 10.0, "source_timeout")?,
             header_timeout: secs(raw.limits.header_timeout, 15.0, "header_timeout")?,
             max_head_bytes: raw.limits.max_head_bytes.unwrap_or(8192).clamp(1024, 65536),
+            source_takeover: optional_secs(raw.limits.source_takeover, 2.0, "source_takeover")?,
         };
-        let defaults = MountSettings::resolve(&raw.defaults, &MountSettings::default());
+        let defaults = MountSettings::resolve(&raw.defaults, &MountSettings::default())?;
         defaults.validate("[defaults]")?;
         let mut mounts: Vec<MountConfig> = Vec::new();
         for m in raw.mount {
@@ -273,7 +289,7 @@ impl Config {
                 validate_mount_name(f)
                     .map_err(|e| ConfigError::Invalid(format!("mount {} fallback: {e}", m.name)))?;
             }
-            let settings = MountSettings::resolve(&m.settings, &defaults);
+            let settings = MountSettings::resolve(&m.settings, &defaults)?;
             settings.validate(&format!("mount {}", m.name))?;
             mounts.push(MountConfig {
                 username: m.username.unwrap_or_else(|| "source".into()),
@@ -281,6 +297,7 @@ impl Config {
                 hidden: m.hidden.unwrap_or(false),
                 fallback: m.fallback,
                 fallback_override: m.fallback_override.unwrap_or(false),
+                fallback_when_full: m.fallback_when_full.unwrap_or(false),
                 stream_name: m.stream_name,
                 description: m.description,
                 genre: m.genre,
@@ -289,6 +306,7 @@ impl Config {
                 name: m.name,
             });
         }
+        check_fallback_chains(&mounts)?;
         let shoutcast = ShoutcastConfig {
             enabled: raw.shoutcast.enabled.unwrap_or(true),
             mount: raw.shoutcast.mount.unwrap_or_else(|| "/stream".into()),
@@ -326,6 +344,36 @@ impl Config {
     }
 }
 
+/// Fallback chains may be long but must not come back to where they started.
+fn check_fallback_chains(mounts: &[MountConfig]) -> Result<(), ConfigError> {
+    for m in mounts {
+        let mut chain = vec![m.name.as_str()];
+        let mut next = m.fallback.as_deref();
+        while let Some(n) = next {
+            chain.push(n);
+            if n == m.name {
+                return Err(ConfigError::Invalid(format!(
+                    "mount {}: fallback chain loops: {}",
+                    m.name,
+                    chain.join(" -> ")
+                )));
+            }
+            if chain.len() > crate::mount::registry::MAX_FALLBACK_HOPS {
+                return Err(ConfigError::Invalid(format!(
+                    "mount {}: fallback chain longer than {} mounts",
+                    m.name,
+                    crate::mount::registry::MAX_FALLBACK_HOPS
+                )));
+            }
+            next = mounts
+                .iter()
+                .find(|o| o.name == n)
+                .and_then(|o| o.fallback.as_deref());
+        }
+    }
+    Ok(())
+}
+
 fn secs(v: Option<f64>, default: f64, key: &str) -> Result<Duration, ConfigError> {
     let v = v.unwrap_or(default);
     if !(0.1..=86_400.0).contains(&v) {
@@ -334,6 +382,14 @@ fn secs(v: Option<f64>, default: f64, key: &str) -> Result<Duration, ConfigError
         )));
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+/// Like [`secs`], but 0 means "off".
+fn optional_secs(v: Option<f64>, default: f64, key: &str) -> Result<Option<Duration>, ConfigError> {
+    match v.unwrap_or(default) {
+        0.0 => Ok(None),
+        v => secs(Some(v), default, key).map(Some),
+    }
 }
 
 fn pick_secret(flag: Option<String>, file: Option<String>) -> Result<(String, bool), ConfigError> {
@@ -461,5 +517,19 @@ mod tests {
         }
         let raw: RawConfig = toml::from_str("[defaults]\nmetaint = 0").unwrap();
         assert!(Config::from_raw(raw, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn fallback_loops_are_refused() {
+        let load = |t: &str| Config::from_raw(toml::from_str(t).unwrap(), &Overrides::default());
+        let chain = "[[mount]]\nname = \"/a\"\nfallback = \"/b\"\n[[mount]]\nname = \"/b\"\nfallback = \"/c\"\n";
+        assert!(load(chain).is_ok(), "chains are fine");
+        let err = load(&format!(
+            "{chain}[[mount]]\nname = \"/c\"\nfallback = \"/a\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/a -> /b -> /c -> /a"), "{err}");
+        assert!(load("[[mount]]\nname = \"/a\"\nfallback = \"/a\"\n").is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! playlists; [`supervisor`] owns every task; [`station`] ties it together.
 
 pub mod config;
+pub mod control;
 pub mod front;
 pub mod input;
 pub mod mount;

@@ -30,6 +30,8 @@ pub struct Counters {
     pub rejected_connections: AtomicU64,
     pub source_connections: AtomicU64,
     pub listener_connections: AtomicU64,
+    /// Last listener id handed out (ids are unique for the server's lifetime).
+    pub listener_ids: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -49,6 +51,10 @@ pub struct Station {
 impl Station {
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn next_listener_id(&self) -> u64 {
+        self.counters.listener_ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
@@ -76,9 +82,6 @@ impl Running {
 /// Binds `config.bind` and starts serving in the background.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let addr = config.bind;
-    for m in config.mounts.iter().filter(|m| m.fallback.is_some()) {
-        tracing::warn!(mount = %m.name, "fallback is configured but not implemented yet: listeners close when the source leaves");
-    }
     let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let local_addr = listener
         .local_addr()

@@ -102,17 +102,19 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, station: Arc<Station>) 
         user_agent: "SHOUTcast v1 source".into(),
         connected_at: SystemTime::now(),
     };
-    let (mount, ticket) = match station
-        .mounts
-        .attach_source(&mount_name, info, limits.max_sources)
-    {
+    let (mount, claim) = match station.mounts.attach_source(
+        &mount_name,
+        info,
+        limits.max_sources,
+        limits.source_takeover,
+    ) {
         Ok(ok) => ok,
         Err(e) => {
             tracing::info!(%peer, mount = %mount_name, "SHOUTcast source refused: {e}");
             return;
         }
     };
-    tracing::info!(%peer, mount = %mount_name, ?format, "SHOUTcast source connected");
+    super::source::log_connected(peer, &mount_name, "SHOUTcast", format, &claim);
     let outcome = super::source::pump(
         &mut stream,
         false,
@@ -120,10 +122,10 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, station: Arc<Station>) 
         format,
         &station,
         &mount,
-        ticket,
+        &claim,
     )
     .await;
-    super::source::finish(&station, &mount, ticket, peer, outcome);
+    super::source::finish(&station, &mount, claim.ticket, peer, outcome);
 }
 
 /// Reads the password line and answers it; on success reads the header lines. Returns the

@@ -19,7 +19,7 @@ use tokio::{
 use crate::{
     config::{validate_mount_name, Config},
     front::plain_response,
-    mount::SourceInfo,
+    mount::{SourceClaim, SourceInfo},
     station::Station,
 };
 
@@ -74,10 +74,12 @@ pub async fn run(
         connected_at: SystemTime::now(),
     };
     let limits = &station.config.limits;
-    let (mount, ticket) = match station
-        .mounts
-        .attach_source(&mount_name, info, limits.max_sources)
-    {
+    let (mount, claim) = match station.mounts.attach_source(
+        &mount_name,
+        info,
+        limits.max_sources,
+        limits.source_takeover,
+    ) {
         Ok(ok) => ok,
         Err(e) => {
             tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
@@ -91,15 +93,29 @@ pub async fn run(
         ok.extend_from_slice(b"HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\n");
     }
     ok.extend_from_slice(b"HTTP/1.0 200 OK\r\n\r\n");
-    tracing::info!(%peer, mount = %mount_name, method = %head.method, ?format, "source connected");
+    log_connected(peer, &mount_name, &head.method, format, &claim);
     let outcome = match stream.write_all(&ok).await {
         Ok(()) => {
             let chunked = head.is_chunked();
-            pump(&mut stream, chunked, body, format, &station, &mount, ticket).await
+            pump(&mut stream, chunked, body, format, &station, &mount, &claim).await
         }
         Err(e) => Err(format!("cannot answer: {e}")),
     };
-    finish(&station, &mount, ticket, peer, outcome);
+    finish(&station, &mount, claim.ticket, peer, outcome);
+}
+
+pub(crate) fn log_connected(
+    peer: SocketAddr,
+    mount: &str,
+    method: &str,
+    format: Format,
+    claim: &SourceClaim,
+) {
+    if claim.took_over {
+        tracing::info!(%peer, %mount, %method, ?format, "source connected: took over from a silent predecessor; listeners stay");
+    } else {
+        tracing::info!(%peer, %mount, %method, ?format, "source connected");
+    }
 }
 
 /// Ends a source's turn: detach (listeners drain and close), forget an on-the-fly mount,
@@ -128,9 +144,10 @@ pub(crate) async fn pump(
     format: Format,
     station: &Station,
     mount: &crate::mount::Mount,
-    ticket: crate::mount::SourceTicket,
+    claim: &SourceClaim,
 ) -> Result<&'static str, String> {
     let token = station.supervisor.token().clone();
+    let ticket = claim.ticket;
     let source_timeout = station.config.limits.source_timeout;
     let flush_after = mount
         .settings
@@ -179,6 +196,7 @@ pub(crate) async fn pump(
         }
         let read = tokio::select! {
             _ = token.cancelled() => return Ok("server shutting down"),
+            _ = claim.cancel.cancelled() => return Ok("killed or taken over"),
             r = tokio::time::timeout(flush_after, stream.read_buf(&mut raw)) => r,
         };
         match read {

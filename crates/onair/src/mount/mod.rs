@@ -6,6 +6,7 @@
 //! byte where it was set; chunks never split a frame or page; publishing never waits for a
 //! listener (slow listeners fall behind and are dropped by their own task).
 
+pub mod audience;
 pub mod describe;
 pub mod registry;
 pub mod ring;
@@ -13,8 +14,8 @@ pub mod ring;
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Mutex, MutexGuard, RwLock,
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -26,8 +27,11 @@ use onair_proto::{
     icy::{encode_block, StreamMeta},
 };
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{MountConfig, MountSettings};
+use audience::Audience;
+use registry::AttachError;
 use ring::{Chunk, Ring};
 
 /// A chunk is published once it holds this much audio even if `chunk` time isn't reached.
@@ -49,8 +53,11 @@ struct Live {
     info: SourceInfo,
     codec: StreamInfo,
     started: Instant,
+    last_data: Instant,
     bytes_in: u64,
     junk_bytes: u64,
+    /// Cancelled when the source is killed or taken over: its task stops reading.
+    cancel: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -93,12 +100,74 @@ pub struct Mount {
     pub settings: MountSettings,
     state: Mutex<State>,
     tick: watch::Sender<u64>,
+    /// Mirrors `state.live.is_some()` for lock-free checks on every listener wake-up.
+    live: AtomicBool,
+    /// Where listeners go when the source ends (changeable at run time by the admin API).
+    fallback: RwLock<Option<String>>,
     pub stats: MountStats,
+    pub audience: Audience,
 }
 
 /// Proof that the caller is the mount's current source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceTicket(u64);
+
+/// A source's claim on a mount: its ticket, and the token that stops it.
+#[derive(Debug)]
+pub struct SourceClaim {
+    pub ticket: SourceTicket,
+    pub cancel: CancellationToken,
+    /// The mount was held by a silent predecessor that this source replaced.
+    pub took_over: bool,
+}
+
+/// What must agree for a listener to move between two streams without its decoder
+/// noticing: the bitstream family and codec, and (MPEG/ADTS) rate and channels. Unknown
+/// values (0, "") match anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compat {
+    pub format: Format,
+    pub codec: &'static str,
+    pub sample_rate: u32,
+    pub channels: u8,
+}
+
+impl Compat {
+    pub fn new(format: Format, codec: &StreamInfo) -> Compat {
+        Compat {
+            format,
+            codec: codec.codec,
+            sample_rate: codec.sample_rate,
+            channels: codec.channels,
+        }
+    }
+
+    pub fn accepts(&self, other: &Compat) -> bool {
+        let same = |a: u32, b: u32| a == 0 || b == 0 || a == b;
+        let codec = self.codec.is_empty() || other.codec.is_empty() || self.codec == other.codec;
+        // Ogg carries its own codec headers (sent on a switch), so rate and channels may
+        // change with the chain link; a raw MPEG/ADTS decoder must not see them change.
+        let params = self.format == Format::Ogg
+            || (same(self.sample_rate, other.sample_rate)
+                && same(u32::from(self.channels), u32::from(other.channels)));
+        self.format == other.format && codec && params
+    }
+
+    /// A human-readable description for error messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:?}/{} {} Hz {} ch",
+            self.format,
+            if self.codec.is_empty() {
+                "?"
+            } else {
+                self.codec
+            },
+            self.sample_rate,
+            self.channels
+        )
+    }
+}
 
 /// Everything a new listener needs: what to announce, and where to start.
 #[derive(Debug)]
@@ -113,6 +182,7 @@ pub struct StreamFacts {
     pub content_type: String,
     pub headers: StreamInfoHeaders,
     pub codec: StreamInfo,
+    pub format: Format,
 }
 
 /// A listener's position in the mount (kept for the listener's lifetime: keep it small).
@@ -162,7 +232,6 @@ impl Mount {
         let retain = settings.queue_size.max(settings.burst_size) + MAX_CHUNK_BYTES;
         Mount {
             name,
-            config,
             state: Mutex::new(State {
                 live: None,
                 generation: 0,
@@ -175,8 +244,12 @@ impl Mount {
                 ogg: OggHeaders::default(),
             }),
             tick: watch::Sender::new(0),
+            live: AtomicBool::new(false),
+            fallback: RwLock::new(config.as_ref().and_then(|c| c.fallback.clone())),
+            config,
             settings,
             stats: MountStats::default(),
+            audience: Audience::default(),
         }
     }
 
@@ -187,38 +260,109 @@ impl Mount {
     }
 
     pub fn is_live(&self) -> bool {
-        self.lock().live.is_some()
+        self.live.load(Ordering::Acquire)
     }
 
-    /// Makes `info`'s connection the mount's source, unless one is already attached.
-    pub fn attach_source(&self, info: SourceInfo) -> Option<SourceTicket> {
+    /// The mount listeners go to when this one's source ends.
+    pub fn fallback(&self) -> Option<String> {
+        self.fallback
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_fallback(&self, fallback: Option<String>) {
+        *self.fallback.write().unwrap_or_else(|p| p.into_inner()) = fallback;
+    }
+
+    /// Whether listeners that fell back from here return as soon as a source is back.
+    pub fn recalls_listeners(&self) -> bool {
+        self.config.as_ref().is_some_and(|c| c.fallback_override)
+    }
+
+    /// What the current stream is, for listener moves.
+    pub fn compat(&self) -> Option<Compat> {
+        let st = self.lock();
+        st.live
+            .as_ref()
+            .map(|l| Compat::new(l.info.format, &l.codec))
+    }
+
+    /// Makes `info`'s connection the mount's source. A mount held by a source that has
+    /// sent nothing for `takeover_after` (a dead connection the kernel has not noticed yet:
+    /// the client is reconnecting) is taken over: listeners stay and hear the new source,
+    /// the title stays until the new source sets one. Otherwise a held mount is in use.
+    pub fn attach_source(
+        &self,
+        info: SourceInfo,
+        takeover_after: Option<Duration>,
+    ) -> Result<SourceClaim, AttachError> {
         let mut st = self.lock();
-        if st.live.is_some() {
-            return None;
-        }
+        let took_over = match &st.live {
+            None => false,
+            Some(old) => match takeover_after {
+                Some(after) if old.last_data.elapsed() >= after => {
+                    old.cancel.cancel();
+                    publish(&mut st);
+                    true
+                }
+                _ => return Err(AttachError::InUse),
+            },
+        };
         st.generation += 1;
         st.stream_start = st.ring.end_offset();
         st.ogg = OggHeaders::default();
-        st.title = None;
-        st.meta_block = encode_block(&StreamMeta::default());
+        if !took_over {
+            st.title = None;
+            st.meta_block = encode_block(&StreamMeta::default());
+        }
+        let cancel = CancellationToken::new();
+        let now = Instant::now();
         st.live = Some(Live {
             info,
             codec: StreamInfo::default(),
-            started: Instant::now(),
+            started: now,
+            last_data: now,
             bytes_in: 0,
             junk_bytes: 0,
+            cancel: cancel.clone(),
         });
-        Some(SourceTicket(st.generation))
+        self.live.store(true, Ordering::Release);
+        Ok(SourceClaim {
+            ticket: SourceTicket(st.generation),
+            cancel,
+            took_over,
+        })
     }
 
-    /// Publishes what is pending and detaches the source; listeners drain and close.
+    /// Publishes what is pending and detaches the source; listeners drain and then fall
+    /// back or close.
     pub fn detach_source(&self, ticket: SourceTicket) {
-        let mut st = self.lock();
+        let st = self.lock();
         if st.generation != ticket.0 || st.live.is_none() {
             return;
         }
+        self.end_source(st);
+    }
+
+    /// Disconnects whatever source is attached (admin `killsource`). Returns whether
+    /// there was one.
+    pub fn kill_source(&self) -> bool {
+        let st = self.lock();
+        let Some(live) = &st.live else {
+            return false;
+        };
+        live.cancel.cancel();
+        self.end_source(st);
+        true
+    }
+
+    fn end_source(&self, mut st: MutexGuard<'_, State>) {
         publish(&mut st);
-        st.live = None;
+        if let Some(live) = st.live.take() {
+            live.cancel.cancel();
+        }
+        self.live.store(false, Ordering::Release);
         let end = st.ring.end_seq();
         drop(st);
         self.tick.send_replace(end);
@@ -285,6 +429,7 @@ impl Mount {
         if let Some(live) = st.live.as_mut() {
             live.bytes_in += pos as u64;
             live.codec = codec;
+            live.last_data = Instant::now();
         }
         let end = st.ring.end_seq();
         drop(st);
@@ -324,12 +469,20 @@ impl Mount {
 
     /// Registers a new listener: burst start, Ogg headers, and a wake-up channel.
     pub fn subscribe(&self) -> Option<Subscription> {
+        self.subscribe_with_burst(self.settings.burst_size)
+    }
+
+    /// Registers a listener moving here from another mount: it already has audio buffered,
+    /// so it starts at the newest chunk (a frame/page boundary), Ogg headers first.
+    pub fn subscribe_moving(&self) -> Option<Subscription> {
+        self.subscribe_with_burst(0)
+    }
+
+    fn subscribe_with_burst(&self, burst: usize) -> Option<Subscription> {
         let ticks = self.tick.subscribe();
         let st = self.lock();
         let live = st.live.as_ref()?;
-        let mut seq = st
-            .ring
-            .burst_start(self.settings.burst_size, st.stream_start);
+        let mut seq = st.ring.burst_start(burst, st.stream_start);
         let mut prefix = Vec::new();
         if !st.ogg.pages.is_empty() {
             match st.ring.seq_at_offset(st.ogg.start) {
@@ -343,6 +496,7 @@ impl Mount {
                 content_type: live.info.content_type.clone(),
                 headers: live.info.headers.clone(),
                 codec: live.codec,
+                format: live.info.format,
             },
             start: StartPosition {
                 prefix,
@@ -390,6 +544,23 @@ impl Mount {
             bytes_in: st.live.as_ref().map_or(0, |l| l.bytes_in),
             junk_bytes: st.live.as_ref().map_or(0, |l| l.junk_bytes),
         }
+    }
+
+    /// Wakes every listener so it reads the newest order (see [`Audience`]).
+    pub fn order(&self, order: audience::Order) {
+        self.audience.order(order);
+        self.wake_listeners();
+    }
+
+    /// Counts a listener arriving by a move (fallback, `moveclients`): never refused, so
+    /// nobody is dropped in a switch.
+    pub fn listener_moved_in(&self) {
+        let n = self.stats.listeners.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.listener_peak.fetch_max(n, Ordering::Relaxed);
+    }
+
+    pub fn listener_moved_out(&self) {
+        self.stats.listeners.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts a new listener unless the mount is at `max_listeners` (checked and counted

@@ -5,11 +5,15 @@
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
+    time::Duration,
 };
 
 use crate::config::{Config, MountSettings};
 
-use super::{Mount, SourceInfo, SourceTicket};
+use super::{Mount, SourceClaim, SourceInfo};
+
+/// Longest fallback chain followed (`/a` → `/b` → ... ).
+pub const MAX_FALLBACK_HOPS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AttachError {
@@ -46,16 +50,19 @@ impl Registry {
     }
 
     /// Attaches a source to `name` (creating an unconfigured mount if needed), atomically
-    /// with the `max_sources` check and with [`Registry::release`].
+    /// with the `max_sources` check and with [`Registry::release`]. A silent predecessor
+    /// is taken over (see [`Mount::attach_source`]); that does not count as a new source.
     pub fn attach_source(
         &self,
         name: &str,
         info: SourceInfo,
         max_sources: usize,
-    ) -> Result<(Arc<Mount>, SourceTicket), AttachError> {
+        takeover_after: Option<Duration>,
+    ) -> Result<(Arc<Mount>, SourceClaim), AttachError> {
         let mut map = self.mounts.write().unwrap_or_else(|p| p.into_inner());
-        if map.get(name).is_some_and(|m| m.is_live()) {
-            return Err(AttachError::InUse);
+        if let Some(m) = map.get(name).filter(|m| m.is_live()) {
+            let claim = m.attach_source(info, takeover_after)?;
+            return Ok((m.clone(), claim));
         }
         if map.values().filter(|m| m.is_live()).count() >= max_sources {
             return Err(AttachError::TooManySources);
@@ -64,8 +71,8 @@ impl Registry {
             .entry(name.to_string())
             .or_insert_with(|| Arc::new(Mount::new(name.to_string(), None, &self.defaults)))
             .clone();
-        let ticket = mount.attach_source(info).ok_or(AttachError::InUse)?;
-        Ok((mount, ticket))
+        let claim = mount.attach_source(info, None)?;
+        Ok((mount, claim))
     }
 
     /// Forgets an on-the-fly mount once it has no source (configured mounts stay).
@@ -80,6 +87,34 @@ impl Registry {
         {
             map.remove(&mount.name);
         }
+    }
+
+    /// Where listeners of `from` go when it has no source: the first live mount along its
+    /// fallback chain. Loops are refused when a fallback is set; the hop limit only guards
+    /// against a chain changed while it is walked.
+    pub fn fallback_for(&self, from: &Mount) -> Option<Arc<Mount>> {
+        let mut next = from.fallback();
+        for _ in 0..MAX_FALLBACK_HOPS {
+            let m = self.get(next.as_deref()?)?;
+            if m.is_live() {
+                return Some(m);
+            }
+            next = m.fallback();
+        }
+        None
+    }
+
+    /// Whether making `to` the fallback of `mount` would create a loop.
+    pub fn fallback_loops(&self, mount: &str, to: &str) -> bool {
+        let mut next = Some(to.to_string());
+        for _ in 0..MAX_FALLBACK_HOPS {
+            match next {
+                Some(n) if n == mount => return true,
+                Some(n) => next = self.get(&n).and_then(|m| m.fallback()),
+                None => return false,
+            }
+        }
+        true
     }
 
     /// All mounts, sorted by name.

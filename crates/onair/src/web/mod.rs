@@ -2,6 +2,7 @@
 //! by axum on hyper, on connections the front has already read a head from.
 
 mod admin;
+mod api;
 mod pages;
 mod status;
 
@@ -25,7 +26,16 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/api/status", get(status::api_status))
         .route("/admin/metadata", get(admin::metadata))
         .route("/admin/metadata.xsl", get(admin::metadata))
+        .route("/admin/stats", get(admin::stats))
+        .route("/admin/stats.xml", get(admin::stats))
+        .route("/admin/listmounts", get(admin::listmounts))
+        .route("/admin/listclients", get(admin::listclients))
+        .route("/admin/killclient", get(admin::killclient))
+        .route("/admin/killsource", get(admin::killsource))
+        .route("/admin/moveclients", get(admin::moveclients))
+        .route("/admin/fallbacks", get(admin::fallbacks))
         .route("/admin.cgi", get(admin::shoutcast_metadata))
+        .merge(api::routes())
         .fallback(pages::fallback)
         .with_state(station)
 }

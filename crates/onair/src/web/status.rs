@@ -122,6 +122,82 @@ fn icecast_source(m: &Mount, base: &str) -> Value {
     Value::Object(o)
 }
 
+/// Server-wide figures for `/admin/stats` (Icecast's element names).
+pub fn admin_stats(station: &Station) -> Value {
+    let c = &station.counters;
+    let mounts = station.mounts.all();
+    let listeners: usize = mounts
+        .iter()
+        .map(|m| m.stats.listeners.load(Ordering::Relaxed))
+        .sum();
+    let start = unix(station.started_at);
+    let listener_total = c.listener_connections.load(Ordering::Relaxed);
+    let connections = c.connections.load(Ordering::Relaxed);
+    json!({
+        "admin": station.config.admin_email,
+        "client_connections": connections.saturating_sub(c.source_connections.load(Ordering::Relaxed)),
+        "clients": listeners + station.mounts.live_sources(),
+        "connections": connections,
+        "host": station.config.hostname,
+        "listener_connections": listener_total,
+        "listeners": listeners,
+        "location": station.config.location,
+        "server_id": crate::SERVER_ID,
+        "server_start": rfc2822(start),
+        "server_start_iso8601": iso8601(start),
+        "source_client_connections": c.source_connections.load(Ordering::Relaxed),
+        "source_total_connections": c.source_connections.load(Ordering::Relaxed),
+        "sources": station.mounts.live_sources(),
+    })
+}
+
+/// One mount for `/admin/stats`: the public fields plus what only an operator sees.
+pub fn admin_source(m: &Mount, base: &str) -> Value {
+    let mut v = icecast_source(m, base);
+    let st = m.status();
+    if let Value::Object(o) = &mut v {
+        o.remove("dummy");
+        o.insert(
+            "max_listeners".into(),
+            m.settings.max_listeners.to_string().into(),
+        );
+        o.insert(
+            "public".into(),
+            u8::from(
+                st.source
+                    .as_ref()
+                    .is_some_and(|s| s.headers.public == Some(true)),
+            )
+            .into(),
+        );
+        o.insert(
+            "slow_listeners".into(),
+            m.stats.lagged_listeners.load(Ordering::Relaxed).into(),
+        );
+        o.insert(
+            "source_ip".into(),
+            st.source
+                .as_ref()
+                .map_or(String::new(), |s| s.peer.ip().to_string())
+                .into(),
+        );
+        o.insert("total_bytes_read".into(), st.bytes_in.into());
+        o.insert(
+            "total_bytes_sent".into(),
+            m.stats.bytes_sent.load(Ordering::Relaxed).into(),
+        );
+        o.insert(
+            "user_agent".into(),
+            st.source
+                .as_ref()
+                .map_or(String::new(), |s| s.user_agent.clone())
+                .into(),
+        );
+        o.insert("fallback".into(), m.fallback().unwrap_or_default().into());
+    }
+    v
+}
+
 pub async fn api_status(
     State(station): State<Arc<Station>>,
     headers: HeaderMap,
@@ -157,7 +233,7 @@ pub async fn api_status(
     }))
 }
 
-fn api_mount(m: &Mount, base: &str) -> Value {
+pub fn api_mount(m: &Mount, base: &str) -> Value {
     let st = m.status();
     let cfg = m.config.as_ref();
     let sent = st
@@ -209,7 +285,7 @@ fn visible_live(station: &Station) -> Vec<Arc<Mount>> {
         .collect()
 }
 
-fn unix(t: SystemTime) -> i64 {
+pub fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
@@ -253,7 +329,7 @@ fn rfc2822(secs: i64) -> String {
     )
 }
 
-fn iso8601(secs: i64) -> String {
+pub fn iso8601(secs: i64) -> String {
     let (y, mo, d, h, mi, s, _) = civil(secs);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+0000")
 }

@@ -2,5 +2,6 @@
 //! bytes (wire) or real third-party clients (interop).
 
 mod interop;
+mod ops;
 mod support;
 mod wire;

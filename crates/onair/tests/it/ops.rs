@@ -458,3 +458,38 @@ async fn max_listener_duration_disconnects() {
     src.abort();
     srv.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn slow_and_oversized_request_heads() {
+    let srv = start("[limits]\nheader_timeout = 0.5\nmax_clients = 3\n").await;
+    let addr = srv.local_addr();
+    // Oversized: 400 and close.
+    let big = format!("GET /x HTTP/1.0\r\nX-Junk: {}\r\n\r\n", "a".repeat(9000));
+    let r = raw_request(addr, &big).await;
+    assert!(r.starts_with("HTTP/1.0 400"), "{r}");
+    assert!(r.contains("larger than 8192"), "{r}");
+    // Slowloris: three connections trickle a head and hold every client slot...
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /x HTTP/1.1\r\nX-A: ")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let full = raw_request(addr, "GET /status-json.xsl HTTP/1.0\r\n\r\n").await;
+    assert!(full.starts_with("HTTP/1.0 503"), "{full}");
+    // ...until header_timeout answers 408 and frees them.
+    for mut s in slow {
+        let mut out = Vec::new();
+        timeout(STEP, s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.0 408"));
+    }
+    let (code, _) = http_get(addr, "/status-json.xsl", None).await;
+    assert_eq!(code, 200, "slots are free again");
+    srv.shutdown(Duration::from_secs(2)).await;
+}

@@ -3,9 +3,11 @@
 //!
 //! Place in the data flow: inputs use [`icecast`] to parse source requests and
 //! [`frame`] to cut their bytes into frames/pages for a mount; outputs use [`icy`] to
-//! interleave metadata for listeners and [`playlist`] to describe mounts.
+//! interleave metadata for listeners and [`playlist`] to describe mounts; inputs that
+//! play files (fallback files, AutoDJ) release frames on [`pace`]'s real-time deadlines.
 
 pub mod frame;
 pub mod icecast;
 pub mod icy;
+pub mod pace;
 pub mod playlist;

@@ -2,7 +2,11 @@
 //! [`Config`]. Defaults are documented in docs/CONFIG.md; `onair serve` with nothing at all
 //! starts a working station.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -90,6 +94,9 @@ pub struct RawMount {
     pub fallback: Option<String>,
     pub fallback_override: Option<bool>,
     pub fallback_when_full: Option<bool>,
+    pub fallback_file: Option<PathBuf>,
+    pub intro_file: Option<PathBuf>,
+    pub dump_file: Option<String>,
     pub stream_name: Option<String>,
     pub description: Option<String>,
     pub genre: Option<String>,
@@ -177,6 +184,12 @@ pub struct MountConfig {
     pub fallback_override: bool,
     /// Listeners beyond `max_listeners` go to the fallback instead of getting an error.
     pub fallback_when_full: bool,
+    /// Played (looped, real-time) to listeners when no source or fallback mount is live.
+    pub fallback_file: Option<PathBuf>,
+    /// Sent to each new listener before the live stream.
+    pub intro_file: Option<PathBuf>,
+    /// strftime pattern of a recording file per source connection.
+    pub dump_file: Option<String>,
     pub stream_name: Option<String>,
     pub description: Option<String>,
     pub genre: Option<String>,
@@ -298,6 +311,9 @@ impl Config {
                 fallback: m.fallback,
                 fallback_override: m.fallback_override.unwrap_or(false),
                 fallback_when_full: m.fallback_when_full.unwrap_or(false),
+                fallback_file: m.fallback_file,
+                intro_file: m.intro_file,
+                dump_file: m.dump_file.filter(|d| !d.is_empty()),
                 stream_name: m.stream_name,
                 description: m.description,
                 genre: m.genre,

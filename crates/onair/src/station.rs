@@ -13,7 +13,13 @@ use std::{
 use thiserror::Error;
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::{config::Config, front, mount::registry::Registry, supervisor::Supervisor};
+use crate::{
+    config::Config,
+    front,
+    input::file::AudioFile,
+    mount::{registry::Registry, Compat, Mount},
+    supervisor::Supervisor,
+};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -22,6 +28,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("mount {mount}: {source}")]
+    File {
+        mount: String,
+        source: crate::input::file::FileError,
+    },
+    #[error("{0}")]
+    Format(String),
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +112,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shoutcast_addr,
         config,
     });
+    start_files(&station).await?;
     if let Some(sc) = shoutcast {
         station.supervisor.spawn_service(
             "shoutcast",
@@ -109,6 +123,75 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .supervisor
         .spawn_service("front", front::run(listener, station.clone()));
     Ok(Running { station })
+}
+
+/// Loads every mount's fallback and intro files, checks that the formats a listener could
+/// move between agree, and starts the fallback file players.
+async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
+    let mut known: Vec<(String, Compat, String)> = Vec::new();
+    for m in &station.config.mounts {
+        let mount = station.mounts.get(&m.name);
+        for (path, is_intro) in [(&m.fallback_file, false), (&m.intro_file, true)] {
+            let Some(path) = path.clone() else { continue };
+            let file = tokio::task::spawn_blocking(move || AudioFile::load(&path))
+                .await
+                .map_err(|e| StartError::Format(format!("mount {}: {e}", m.name)))?
+                .map_err(|source| StartError::File {
+                    mount: m.name.clone(),
+                    source,
+                })?;
+            let what = format!(
+                "{} file {}",
+                if is_intro { "intro" } else { "fallback" },
+                file.path.display()
+            );
+            if let Some((_, other, other_what)) = known.iter().find(|(n, _, _)| n == &m.name) {
+                check_compat(&m.name, other, other_what, &file.compat(), &what)?;
+            }
+            known.push((m.name.clone(), file.compat(), what));
+            let (Some(mount), file) = (mount.clone(), Arc::new(file)) else {
+                continue;
+            };
+            if is_intro {
+                let _ = mount.intro.set(file);
+                continue;
+            }
+            let player = Arc::new(Mount::for_fallback_file(&mount));
+            let _ = mount.file_fallback.set(player.clone());
+            let token = station.supervisor.token().clone();
+            station.supervisor.spawn_service(
+                "fallback-file",
+                crate::input::file::run_loop(file, player, token),
+            );
+        }
+    }
+    // A listener may move along every fallback edge whose two ends have a known format.
+    for m in &station.config.mounts {
+        let Some(to) = &m.fallback else { continue };
+        for (_, a, a_what) in known.iter().filter(|(n, _, _)| n == &m.name) {
+            for (_, b, b_what) in known.iter().filter(|(n, _, _)| n == to) {
+                check_compat(&m.name, a, a_what, b, &format!("fallback {to}'s {b_what}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_compat(
+    mount: &str,
+    a: &Compat,
+    a_what: &str,
+    b: &Compat,
+    b_what: &str,
+) -> Result<(), StartError> {
+    if a.accepts(b) {
+        return Ok(());
+    }
+    Err(StartError::Format(format!(
+        "mount {mount}: listeners cannot move between its {a_what} ({}) and {b_what} ({}): formats must match",
+        a.describe(),
+        b.describe()
+    )))
 }
 
 /// The SHOUTcast v1 port: configured, or main port + 1. A busy port is logged, not fatal:

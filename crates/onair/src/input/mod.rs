@@ -1,4 +1,5 @@
 //! Inputs: everything that produces audio into a mount.
 
+pub mod file;
 pub mod shoutcast;
 pub mod source;

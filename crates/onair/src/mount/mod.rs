@@ -15,7 +15,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Mutex, MutexGuard, RwLock,
+        Arc, Mutex, MutexGuard, OnceLock, RwLock,
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -36,6 +36,10 @@ use ring::{Chunk, Ring};
 
 /// A chunk is published once it holds this much audio even if `chunk` time isn't reached.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Names the internal mount that plays a mount's `fallback_file` (`#` cannot appear in a
+/// mount name, so it never collides with a real one and cannot be requested).
+pub const FILE_FALLBACK_SUFFIX: &str = "#fallback_file";
 
 /// What the current source told us about itself.
 #[derive(Debug, Clone)]
@@ -106,6 +110,10 @@ pub struct Mount {
     fallback: RwLock<Option<String>>,
     pub stats: MountStats,
     pub audience: Audience,
+    /// The internal mount playing this mount's `fallback_file`, once started.
+    pub file_fallback: OnceLock<Arc<Mount>>,
+    /// Sent to each new listener before the stream (`intro_file`).
+    pub intro: OnceLock<Arc<crate::input::file::AudioFile>>,
 }
 
 /// Proof that the caller is the mount's current source.
@@ -250,7 +258,22 @@ impl Mount {
             settings,
             stats: MountStats::default(),
             audience: Audience::default(),
+            file_fallback: OnceLock::new(),
+            intro: OnceLock::new(),
         }
+    }
+
+    /// The internal mount that plays `parent`'s fallback file.
+    pub fn for_fallback_file(parent: &Mount) -> Mount {
+        Mount::new(
+            format!("{}{FILE_FALLBACK_SUFFIX}", parent.name),
+            None,
+            &parent.settings,
+        )
+    }
+
+    pub fn is_file_fallback(&self) -> bool {
+        self.name.ends_with(FILE_FALLBACK_SUFFIX)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -92,16 +92,22 @@ impl Registry {
     /// Where listeners of `from` go when it has no source: the first live mount along its
     /// fallback chain. Loops are refused when a fallback is set; the hop limit only guards
     /// against a chain changed while it is walked.
+    /// A live fallback mount wins over a fallback file; of several files, the one nearest
+    /// to `from` along the chain plays.
     pub fn fallback_for(&self, from: &Mount) -> Option<Arc<Mount>> {
+        let mut file = from.file_fallback.get().cloned();
         let mut next = from.fallback();
         for _ in 0..MAX_FALLBACK_HOPS {
-            let m = self.get(next.as_deref()?)?;
+            let Some(m) = next.as_deref().and_then(|n| self.get(n)) else {
+                break;
+            };
             if m.is_live() {
                 return Some(m);
             }
+            file = file.or_else(|| m.file_fallback.get().cloned());
             next = m.fallback();
         }
-        None
+        file.filter(|f| f.is_live())
     }
 
     /// Whether making `to` the fallback of `mount` would create a loop.

@@ -155,7 +155,7 @@ pub async fn prepare(
             }
         }
     }
-    let Some(Subscription { facts, start }) = mount.subscribe() else {
+    let Some(Subscription { facts, mut start }) = mount.subscribe() else {
         // The source left between the check and here.
         if request.method == Method::Get {
             mount.listener_moved_out();
@@ -163,6 +163,10 @@ pub async fn prepare(
         let _ = stream.write_all(not_found().as_bytes()).await;
         return None;
     };
+    let compat = Compat::new(facts.format, &facts.codec);
+    if let Some(intro) = home.intro.get().filter(|i| i.compat().accepts(&compat)) {
+        start.prefix.insert(0, intro.data.clone());
+    }
     let settings = &home.settings;
     let icy = request.icy.then(|| Interleaver::new(settings.metaint));
     let response_head = response_head(&mount, &facts, icy.as_ref().map(|i| i.metaint()));
@@ -188,7 +192,7 @@ pub async fn prepare(
         id,
         home,
         orders_seen: mount.audience.last_order(),
-        compat: Compat::new(facts.format, &facts.codec),
+        compat,
         mount,
         station,
         start,
@@ -260,7 +264,7 @@ impl Streamer {
                 _ => {}
             }
             if !Arc::ptr_eq(&self.mount, &self.home)
-                && self.home.recalls_listeners()
+                && (self.home.recalls_listeners() || self.mount.is_file_fallback())
                 && self.home.is_live()
                 && self.switch_to(self.home.clone(), "source is back", &mut written)
             {

@@ -493,3 +493,118 @@ async fn slow_and_oversized_request_heads() {
     assert_eq!(code, 200, "slots are free again");
     srv.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Reads everything that arrives during `d`.
+async fn read_for(l: &mut Listener, d: Duration) {
+    let end = Instant::now() + d;
+    let mut buf = vec![0u8; 65536];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match timeout(left, l.stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => l.body.extend_from_slice(&buf[..n]),
+            Ok(r) => panic!("listener closed: {r:?}"),
+            Err(_) => break,
+        }
+    }
+}
+
+fn write_frames(name: &str, range: std::ops::Range<u32>) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("onair-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, frames(range)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_file_plays_in_real_time_and_loops() {
+    // 2 s of audio (77 frames of 26.1 ms).
+    let file = write_frames("fb.mp3", 0..77);
+    let srv = start(&format!(
+        "{FAST}[[mount]]\nname = \"/main\"\nburst_size = 20000\nfallback_file = {:?}\n",
+        file.display().to_string()
+    ))
+    .await;
+    let addr = srv.local_addr();
+    // No source: listeners hear the file.
+    let mut l = Listener::get(addr, "/main", false).await;
+    assert!(l.head.starts_with("HTTP/1.0 200 OK"), "{}", l.head);
+    read_for(&mut l, Duration::from_secs(1)).await; // the burst
+    let (t1, b1) = (Instant::now(), l.body.len());
+    read_for(&mut l, Duration::from_secs(3)).await;
+    let rate = (l.body.len() - b1) as f64 / t1.elapsed().as_secs_f64();
+    eprintln!("fallback file: {rate:.0} bytes/s after the burst");
+    // 128 kbit/s is 16,000 bytes/s; Icecast would have sent the whole file at once.
+    assert!(
+        (11_000.0..21_000.0).contains(&rate),
+        "fallback file sent at {rate:.0} bytes/s"
+    );
+    let idx = frame_indices(&l.body);
+    let restarts = idx.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(restarts >= 1, "the file loops: {idx:?}");
+    assert!(
+        idx.windows(2)
+            .all(|w| w[1] == w[0] + 1 || (w[0] == 76 && w[1] == 0)),
+        "whole file, in order, looped: {idx:?}"
+    );
+
+    // A source arrives: the listener moves to it (a file fallback always gives way).
+    let src = keep_sending(Source::put(addr, "/main", "audio/mpeg").await, 5_000, 4);
+    read_until_frame_in(&mut l, 5_000..10_000).await;
+    src.abort();
+    srv.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn intro_file_comes_first() {
+    let intro = write_frames("intro.mp3", 50_000..50_010);
+    let srv = start(&format!(
+        "{FAST}[[mount]]\nname = \"/m\"\nintro_file = {:?}\n",
+        intro.display().to_string()
+    ))
+    .await;
+    let addr = srv.local_addr();
+    let src = keep_sending(Source::put(addr, "/m", "audio/mpeg").await, 0, 4);
+    wait_ingested(addr, "/m", 8 * FRAME_LEN as u64).await;
+    let mut l = Listener::get(addr, "/m", false).await;
+    l.fill(FRAME_LEN * 14).await;
+    let idx = frame_indices(&l.body);
+    assert_eq!(idx[..10], (50_000..50_010).collect::<Vec<_>>()[..]);
+    assert!(idx[10..].iter().all(|&i| i < 50_000), "{idx:?}");
+    src.abort();
+    srv.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn mismatched_fallback_formats_are_refused_at_start() {
+    let fb = write_frames("44k.mp3", 0..10);
+    // MPEG-1 Layer III 128k at 48 kHz: 384-byte frames.
+    let dir = fb.parent().unwrap().to_path_buf();
+    let other = dir.join("48k.mp3");
+    let mut f48 = Vec::new();
+    for _ in 0..10 {
+        let mut f = vec![0xFF, 0xFB, 0x94, 0x64];
+        f.resize(384, 0);
+        f48.extend_from_slice(&f);
+    }
+    std::fs::write(&other, f48).unwrap();
+    let text = format!(
+        "[[mount]]\nname = \"/a\"\nfallback = \"/b\"\nfallback_file = {:?}\n[[mount]]\nname = \"/b\"\nfallback_file = {:?}\n",
+        fb.display().to_string(),
+        other.display().to_string()
+    );
+    let raw: onair::config::RawConfig = toml::from_str(&text).unwrap();
+    let config = onair::config::Config::from_raw(
+        raw,
+        &onair::config::Overrides {
+            bind: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = onair::station::start(config).await.unwrap_err().to_string();
+    assert!(err.contains("formats must match"), "{err}");
+    assert!(
+        err.contains("44100 Hz") && err.contains("48000 Hz"),
+        "{err}"
+    );
+}

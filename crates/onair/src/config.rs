@@ -302,6 +302,10 @@ impl Config {
                 validate_mount_name(f)
                     .map_err(|e| ConfigError::Invalid(format!("mount {} fallback: {e}", m.name)))?;
             }
+            if let Some(d) = &m.dump_file {
+                crate::input::recording::validate_pattern(d)
+                    .map_err(|e| ConfigError::Invalid(format!("mount {}: {e}", m.name)))?;
+            }
             let settings = MountSettings::resolve(&m.settings, &defaults)?;
             settings.validate(&format!("mount {}", m.name))?;
             mounts.push(MountConfig {

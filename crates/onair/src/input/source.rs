@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use onair_proto::{
-    frame::{Format, Framer, UnitKind},
+    frame::{Format, Framer, Unit, UnitKind},
     icecast::{secrets_equal, ChunkedDecoder, RequestHead, StreamInfoHeaders},
 };
 use tokio::{
@@ -19,6 +19,7 @@ use tokio::{
 use crate::{
     config::{validate_mount_name, Config},
     front::plain_response,
+    input::recording::Recording,
     mount::{SourceClaim, SourceInfo},
     station::Station,
 };
@@ -137,6 +138,7 @@ pub(crate) fn finish(
 }
 
 /// Moves body bytes into the mount. `Ok` carries a normal end reason, `Err` an abnormal one.
+/// Records the connection to the mount's `dump_file` if one is configured.
 pub(crate) async fn pump(
     stream: &mut TcpStream,
     chunked: bool,
@@ -145,6 +147,54 @@ pub(crate) async fn pump(
     station: &Station,
     mount: &crate::mount::Mount,
     claim: &SourceClaim,
+) -> Result<&'static str, String> {
+    let mut recording = None;
+    if let Some(pattern) = mount.config.as_ref().and_then(|c| c.dump_file.as_deref()) {
+        match Recording::create(pattern).await {
+            Ok(r) => {
+                tracing::info!(mount = %mount.name, file = %r.path().display(), "recording started");
+                recording = Some(r);
+            }
+            Err(e) => {
+                tracing::warn!(mount = %mount.name, %pattern, error = %e, "cannot start the recording; streaming without it")
+            }
+        }
+    }
+    let outcome = pump_body(
+        stream,
+        chunked,
+        first,
+        format,
+        station,
+        mount,
+        claim,
+        &mut recording,
+    )
+    .await;
+    if let Some(r) = recording {
+        let path = r.path().to_path_buf();
+        match r.finish().await {
+            Ok(bytes) => {
+                tracing::info!(mount = %mount.name, file = %path.display(), bytes, "recording closed")
+            }
+            Err(e) => {
+                tracing::warn!(mount = %mount.name, file = %path.display(), error = %e, "recording could not be completed")
+            }
+        }
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pump_body(
+    stream: &mut TcpStream,
+    chunked: bool,
+    first: Bytes,
+    format: Format,
+    station: &Station,
+    mount: &crate::mount::Mount,
+    claim: &SourceClaim,
+    recording: &mut Option<Recording>,
 ) -> Result<&'static str, String> {
     let token = station.supervisor.token().clone();
     let ticket = claim.ticket;
@@ -185,6 +235,12 @@ pub(crate) async fn pump(
         if !units.is_empty() && !mount.ingest(ticket, &buf[..used], &units, framer.stream_info()) {
             return Ok("replaced by another source");
         }
+        if let Some(rec) = recording.as_mut() {
+            if let Err(e) = record(rec, &buf[..used], &units).await {
+                tracing::warn!(mount = %mount.name, file = %rec.path().display(), error = %e, "recording stopped (write failed); streaming goes on");
+                *recording = None;
+            }
+        }
         buf.advance(used);
         if junk_run > MAX_JUNK_RUN {
             return Err(format!(
@@ -212,6 +268,18 @@ pub(crate) async fn pump(
             }
         }
     }
+}
+
+/// Writes the stream units (not junk) of `data` to the recording.
+async fn record(rec: &mut Recording, data: &[u8], units: &[Unit]) -> std::io::Result<()> {
+    let mut pos = 0;
+    for u in units {
+        if u.kind != UnitKind::Junk {
+            rec.write(&data[pos..pos + u.len]).await?;
+        }
+        pos += u.len;
+    }
+    Ok(())
 }
 
 /// Source credentials: the mount's own user/password if configured, else user `source`

@@ -608,3 +608,62 @@ async fn mismatched_fallback_formats_are_refused_at_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn dump_file_records_each_source_connection() {
+    let dir = std::env::temp_dir().join(format!("onair-rec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pattern = dir.join("live-%Y%m%d.mp3").display().to_string();
+    let srv = start(&format!(
+        "{FAST}[[mount]]\nname = \"/live\"\ndump_file = {pattern:?}\n"
+    ))
+    .await;
+    let addr = srv.local_addr();
+    for (n, range) in [(0u32, 0..30u32), (1, 100..140)] {
+        let mut src = Source::put(addr, "/live", "audio/mpeg").await;
+        src.send(b"junk before the first frame").await;
+        src.send(&frames(range.clone())).await;
+        wait_ingested(addr, "/live", (range.len() * FRAME_LEN) as u64).await;
+        if n == 0 {
+            drop(src);
+            // The first recording is closed when its source leaves.
+            let deadline = Instant::now() + STEP;
+            while std::fs::read_dir(&dir).map_or(0, |d| d.count()) < 1
+                || std::fs::metadata(
+                    std::fs::read_dir(&dir)
+                        .unwrap()
+                        .next()
+                        .unwrap()
+                        .unwrap()
+                        .path(),
+                )
+                .map_or(0, |m| m.len())
+                    < (30 * FRAME_LEN) as u64
+            {
+                assert!(Instant::now() < deadline, "first recording not written");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            // The second is flushed by a graceful shutdown with the source still connected.
+            srv.shutdown(Duration::from_secs(5)).await;
+            drop(src);
+        }
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // The second connection's file is "<name>-1.mp3".
+    files.sort_by_key(|p| p.to_string_lossy().len());
+    assert_eq!(files.len(), 2, "one file per connection: {files:?}");
+    assert!(files[1].to_string_lossy().ends_with("-1.mp3"), "{files:?}");
+    let first = std::fs::read(&files[0]).unwrap();
+    let second = std::fs::read(&files[1]).unwrap();
+    assert!(
+        first == frames(0..30),
+        "whole frames only, no junk: {:?}",
+        frame_indices(&first)
+    );
+    assert!(second == frames(100..140), "{:?}", frame_indices(&second));
+}

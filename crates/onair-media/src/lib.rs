@@ -6,4 +6,6 @@
 //! this crate from dedicated threads or `spawn_blocking`; nothing here depends on tokio or
 //! does I/O other than reading the files it is asked to decode.
 
+pub mod encode;
+mod ffi;
 pub mod pcm;

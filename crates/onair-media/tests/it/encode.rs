@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use onair_media::encode::{new_encoder, Codec, Encoder, EncoderSettings};
-use onair_proto::frame::{mpeg, ogg};
+use onair_proto::frame::{mpeg, ogg, Format, Framer, Unit, UnitKind};
 
 const FFMPEG: &str = "/usr/bin/ffmpeg";
 const FFPROBE: &str = "/usr/bin/ffprobe";
@@ -208,12 +208,21 @@ fn mp3_decodes_with_ffmpeg_in_every_mode() {
                 frames.iter().map(|f| f.bitrate).collect();
             assert!(distinct.len() > 1, "{what}: VBR frames all at one bitrate");
         }
-        // No Xing/Info tag frame at the start of a live stream.
+        // No Xing/Info tag frame at the start of a live stream: LAME's placeholder for one
+        // is a header followed by zeros (filled in only when a file is rewritten).
         let first = &stream[..frames[0].frame_len];
         assert!(
-            !first.windows(4).any(|w| w == b"Xing" || w == b"Info"),
-            "{what}: tag frame"
+            first[4..].iter().any(|&b| b != 0)
+                && !first.windows(4).any(|w| w == b"Xing" || w == b"Info"),
+            "{what}: the first frame is a tag frame"
         );
+
+        // A mount cuts the same frames, with no junk, timed by their sample counts.
+        let units = mount_units(Format::Mpeg, &stream);
+        assert_eq!(units.len(), frames.len(), "{what}");
+        assert!(units.iter().all(|u| u.kind == UnitKind::Audio
+            && u.samples as usize == spf
+            && u.sample_rate == rate));
 
         let decoded = ffmpeg_decode(&stream, "mp3");
         let got = decoded.len() / usize::from(channels);
@@ -437,6 +446,19 @@ fn opus_chain_links_carry_titles_for_ffmpeg() {
     );
 
     let stream = appends.concat();
+    // A mount sees two header pages per link, the BOS one marked as a new link, and times
+    // the audio pages from their granules: the whole of each link including pre-skip.
+    let units = mount_units(Format::Ogg, &stream);
+    let headers: Vec<bool> = units
+        .iter()
+        .filter(|u| u.kind == UnitKind::CodecHeader)
+        .map(|u| u.begins_stream)
+        .collect();
+    assert_eq!(headers, [true, false, true, false]);
+    assert!(units.iter().all(|u| u.kind != UnitKind::Junk));
+    let timed: u64 = units.iter().map(|u| u64::from(u.samples)).sum();
+    assert_eq!(timed, 96_000 + 312 + 120_000 + 312);
+
     let decoded = ffmpeg_decode(&stream, "opus");
     let got = (decoded.len() / 2) as i64;
     assert!(
@@ -472,6 +494,19 @@ fn opus_chain_links_carry_titles_for_ffmpeg() {
         ],
         "ffprobe output: {text}"
     );
+}
+
+/// Cuts a stream the way a mount does.
+fn mount_units(format: Format, stream: &[u8]) -> Vec<Unit> {
+    let mut f = Framer::new(format);
+    let mut units = Vec::new();
+    let mut at = 0;
+    while let Some(u) = f.next_unit(&stream[at..]) {
+        at += u.len;
+        units.push(u);
+    }
+    assert_eq!(at, stream.len(), "the framer consumed the whole stream");
+    units
 }
 
 fn run_without_finish(enc: &mut dyn Encoder, samples: &[f32]) -> Vec<Vec<u8>> {

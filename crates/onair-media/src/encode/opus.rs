@@ -21,8 +21,8 @@ use crate::ffi::opus::OpusEncoder as Native;
 const RATES: &str = "48000, 24000, 16000, 12000, 8000";
 const KBPS: std::ops::RangeInclusive<u32> = 6..=510;
 /// Packets per audio page: 10 × 20 ms = 200 ms, a page at least five times a second, so a
-/// listener hears the stream (and a mount can cut it) with at most 200 ms of page delay at
-/// an overhead of about 28 bytes per 200 ms.
+/// listener hears the stream (and a mount can cut it) with at most 200 ms of page delay,
+/// for one 27-byte page header per 200 ms (1.1 kbit/s).
 pub const PACKETS_PER_PAGE: usize = 10;
 /// 48 kHz samples in one 20 ms packet.
 const PACKET_48K: i64 = 960;

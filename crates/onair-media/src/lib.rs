@@ -4,6 +4,9 @@
 //!
 //! Place in the data flow: inputs (AutoDJ, raw PCM sources, transcoders, WHEP) call into
 //! this crate from dedicated threads or `spawn_blocking`; nothing here depends on tokio or
-//! does I/O other than reading the files it is asked to decode.
+//! does I/O other than reading the files it is asked to decode. All `unsafe` (the codec
+//! bindings) is in the private `ffi` module.
 
+pub mod encode;
+mod ffi;
 pub mod pcm;

@@ -1,0 +1,7 @@
+//! The only place in this crate with `unsafe`: safe wrappers over the C-shaped codec APIs
+//! (libopus as transpiled by `unsafe-libopus`, and the one LAME setter that
+//! `mp3lame-encoder` does not wrap). Every wrapper owns its native state exclusively, checks
+//! lengths before handing pointers over, and turns return codes into errors.
+
+pub mod lame;
+pub mod opus;

@@ -7,6 +7,13 @@
 //! does I/O other than reading the files it is asked to decode. All `unsafe` (the codec
 //! bindings) is in the private `ffi` module.
 
+// `unsafe` lives in `ffi` alone, behind safe wrappers.
+#![deny(unsafe_code)]
+
 pub mod encode;
+#[allow(unsafe_code)]
 mod ffi;
+pub mod g711;
+pub mod opus;
 pub mod pcm;
+pub mod resample;

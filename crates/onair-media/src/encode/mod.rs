@@ -107,7 +107,7 @@ fn check_channels(codec: Codec, channels: u16) -> Result<(), EncodeError> {
 }
 
 fn check_whole_frames(samples: &[f32], channels: u16) -> Result<(), EncodeError> {
-    if !samples.len().is_multiple_of(usize::from(channels.max(1))) {
+    if samples.len() % usize::from(channels.max(1)) != 0 {
         return Err(EncodeError::PartialSampleFrame {
             len: samples.len(),
             channels,

@@ -106,7 +106,7 @@ impl OpusEncoder {
     /// Opus frame size at the encoder's rate) into `packet`; returns the packet length.
     pub fn encode_float(&mut self, pcm: &[f32], packet: &mut [u8]) -> Result<usize, OpusCode> {
         let bad = OpusCode(unsafe_opus::OPUS_BAD_ARG);
-        if self.channels == 0 || !pcm.len().is_multiple_of(self.channels) {
+        if self.channels == 0 || pcm.len() % self.channels != 0 {
             return Err(bad);
         }
         let frame = i32::try_from(pcm.len() / self.channels).map_err(|_| bad)?;

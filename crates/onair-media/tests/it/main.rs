@@ -2,3 +2,4 @@
 //! output must be understood by other software. A missing peer fails the test.
 
 mod encode;
+mod g711;

@@ -19,6 +19,7 @@ use crate::{
     input::file::AudioFile,
     mount::{registry::Registry, Compat, Mount},
     supervisor::Supervisor,
+    tls::Tls,
 };
 
 #[derive(Debug, Error)]
@@ -35,6 +36,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Format(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Connections counted against `max_clients`: a counter rather than a semaphore, so that a
@@ -92,6 +95,9 @@ pub struct Station {
     pub local_addr: SocketAddr,
     /// Where SHOUTcast v1 sources connect, if that port could be opened.
     pub shoutcast_addr: Option<SocketAddr>,
+    /// The certificate of the TLS listen socket, if `[tls]` is configured.
+    pub tls: Option<Tls>,
+    pub tls_addr: Option<SocketAddr>,
 }
 
 impl Station {
@@ -130,6 +136,19 @@ impl Station {
                 ));
             }
         }
+        match (&self.tls, &new.tls) {
+            (Some(tls), Some(t)) => {
+                if old.tls.as_ref().map(|o| o.bind) != Some(t.bind) {
+                    notes.push("[tls] bind: needs a restart".into());
+                }
+                match tls.reload(&t.cert, &t.key) {
+                    Ok(()) => tracing::info!(cert = %t.cert.display(), "TLS certificate reloaded"),
+                    Err(e) => notes.push(format!("{e}; the previous certificate stays in use")),
+                }
+            }
+            (None, None) => {}
+            _ => notes.push("[tls] added or removed: needs a restart".into()),
+        }
         self.mounts.reconfigure(&new);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         notes
@@ -167,6 +186,10 @@ impl Running {
         self.station.shoutcast_addr
     }
 
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.station.tls_addr
+    }
+
     /// Stops accepting, closes sources and listeners, waits up to `grace`.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.station.supervisor.shutdown(grace).await
@@ -182,6 +205,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|source| StartError::Bind { addr, source })?;
     let shoutcast = bind_shoutcast(&config, local_addr);
     let shoutcast_addr = shoutcast.as_ref().and_then(|l| l.local_addr().ok());
+    let (tls, tls_listener) = match &config.tls {
+        None => (None, None),
+        Some(t) => {
+            let tls = Tls::load(&t.cert, &t.key)?;
+            let l = bind(t.bind).map_err(|source| StartError::Bind {
+                addr: t.bind,
+                source,
+            })?;
+            (Some(tls), Some(l))
+        }
+    };
+    let tls_addr = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
     let station = Arc::new(Station {
         mounts: Registry::new(&config),
         supervisor: Supervisor::default(),
@@ -191,6 +226,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         started: Instant::now(),
         local_addr,
         shoutcast_addr,
+        tls,
+        tls_addr,
         config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
@@ -202,7 +239,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     station
         .supervisor
-        .spawn_service("front", front::run(listener, station.clone()));
+        .spawn_service("front", front::run(listener, station.clone(), false));
+    if let Some(l) = tls_listener {
+        station
+            .supervisor
+            .spawn_service("front-tls", front::run(l, station.clone(), true));
+    }
     Ok(Running { station })
 }
 

@@ -118,8 +118,9 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, station: Arc<Station>) 
         }
     };
     super::source::log_connected(peer, &mount_name, "SHOUTcast", format, &claim);
+    let mut conn = crate::conn::Conn::Plain(stream);
     let outcome = super::source::pump(
-        &mut stream,
+        &mut conn,
         false,
         rest.freeze(),
         format,

@@ -5,4 +5,5 @@ mod interop;
 mod ops;
 mod process;
 mod support;
+mod tls;
 mod wire;

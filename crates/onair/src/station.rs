@@ -17,7 +17,10 @@ use crate::{
     config::Config,
     front,
     input::file::AudioFile,
-    mount::{registry::Registry, Compat, Mount},
+    mount::{
+        registry::{AttachError, Registry},
+        Compat, Mount, SourceClaim, SourceInfo,
+    },
     supervisor::Supervisor,
     tls::Tls,
 };
@@ -160,6 +163,18 @@ impl Station {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Claims `mount` for a network source under the current `max_sources` and
+    /// `source_takeover` limits.
+    pub fn attach_source(
+        &self,
+        mount: &str,
+        info: SourceInfo,
+    ) -> Result<(Arc<Mount>, SourceClaim), AttachError> {
+        let limits = &self.config().limits;
+        self.mounts
+            .attach_source(mount, info, limits.max_sources, limits.source_takeover)
     }
 
     pub fn count(counter: &AtomicU64) {

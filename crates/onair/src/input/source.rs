@@ -74,13 +74,7 @@ pub async fn run(
         user_agent: head.header("user-agent").unwrap_or("").to_string(),
         connected_at: SystemTime::now(),
     };
-    let limits = &station.config().limits;
-    let (mount, claim) = match station.mounts.attach_source(
-        &mount_name,
-        info,
-        limits.max_sources,
-        limits.source_takeover,
-    ) {
+    let (mount, claim) = match station.attach_source(&mount_name, info) {
         Ok(ok) => ok,
         Err(e) => {
             tracing::info!(%peer, mount = %mount_name, "source refused: {e}");

@@ -19,17 +19,6 @@ impl Drop for Killed {
     }
 }
 
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "test peer `{tool}` is not installed: run `bash .ci/run`"
-    );
-}
-
 /// A self-signed certificate for `cn` in `dir`: (cert.pem, key.pem).
 fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     require("openssl");
@@ -134,18 +123,7 @@ async fn tls_sources_and_listeners_and_certificate_reload() {
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = self_signed(&dir, "second.test");
-    let raw: onair::config::RawConfig = toml::from_str(&toml_text).unwrap();
-    let config = onair::config::Config::from_raw(
-        raw,
-        &onair::config::Overrides {
-            bind: Some(addr),
-            source_password: Some(PASS.into()),
-            admin_user: Some(ADMIN.0.into()),
-            admin_password: Some(ADMIN.1.into()),
-        },
-    )
-    .unwrap();
-    let notes = srv.station.reload(config);
+    let notes = srv.station.reload(config(&toml_text, addr));
     assert!(notes.iter().all(|n| !n.contains("TLS")), "{notes:?}");
     let cn = tokio::task::spawn_blocking(move || presented_cn(tls))
         .await
@@ -175,16 +153,10 @@ async fn a_bad_certificate_stops_the_start_with_the_reason() {
         cert.display().to_string(),
         cert.display().to_string()
     );
-    let raw: onair::config::RawConfig = toml::from_str(&text).unwrap();
-    let config = onair::config::Config::from_raw(
-        raw,
-        &onair::config::Overrides {
-            bind: Some("127.0.0.1:0".parse().unwrap()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let err = onair::station::start(config).await.unwrap_err().to_string();
+    let err = onair::station::start(config(&text, "127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("TLS certificate") && err.contains("cert.pem"),
         "{err}"

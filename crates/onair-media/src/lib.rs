@@ -6,4 +6,5 @@
 //! this crate from dedicated threads or `spawn_blocking`; nothing here depends on tokio or
 //! does I/O other than reading the files it is asked to decode.
 
+pub mod decode;
 pub mod pcm;

@@ -7,4 +7,5 @@
 //! does I/O other than reading the files it is asked to decode.
 
 pub mod decode;
+pub mod loudness;
 pub mod pcm;

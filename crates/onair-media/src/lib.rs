@@ -9,3 +9,4 @@
 pub mod decode;
 pub mod loudness;
 pub mod pcm;
+pub mod synth;

@@ -387,6 +387,28 @@ fn from_reader_decodes_live_streams_in_chunks() {
 }
 
 #[test]
+fn from_reader_joins_a_stream_mid_frame() {
+    // A relay or late joiner of a non-aligned server starts at an arbitrary byte.
+    let dir = TempDir::new("midjoin");
+    for (file, hint, opts) in [
+        ("m.mp3", "audio/mpeg", &["-c:a", "libmp3lame", "-b:a", "128k", "-write_xing", "0", "-id3v2_version", "0"][..]),
+        ("m.aac", "audio/aacp", &["-c:a", "aac", "-f", "adts"]),
+    ] {
+        let path = dir.path(file);
+        tone(&path, 440, 44_100, 2, 3.0, opts);
+        let data = std::fs::read(&path).expect("read");
+        let joined = data[1001..].to_vec();
+        let mut d = Decoder::from_reader(Box::new(std::io::Cursor::new(joined)), Some(hint))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let (samples, rate, channels) = decode_all(&mut d);
+        assert_eq!((rate, channels), (44_100, 2), "{file}");
+        let secs = samples.len() as f64 / 2.0 / 44_100.0;
+        assert!(secs > 2.5, "{file}: {secs} s");
+        check_tone(&samples, rate, channels, 440, file);
+    }
+}
+
+#[test]
 fn chained_ogg_reports_the_new_format_in_its_blocks() {
     // Two Ogg Vorbis links with different rates and layouts, concatenated as a live mount
     // does at a track change.

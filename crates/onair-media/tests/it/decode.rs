@@ -180,6 +180,55 @@ fn every_format_decodes_to_the_right_tone_length_and_layout() {
 }
 
 #[test]
+fn mp3_with_id3v2_tags_and_cover_art_decodes() {
+    // Library files often carry a large ID3v2 tag (cover art) before the first frame.
+    let dir = TempDir::new("id3");
+    let (png, mp3) = (dir.path("cover.png"), dir.path("tagged.mp3"));
+    let p = |x: &std::path::Path| x.to_str().expect("utf-8 path").to_string();
+    crate::fixture::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=800x800:rate=1",
+        "-frames:v",
+        "1",
+        &p(&png),
+    ]);
+    crate::fixture::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=523:sample_rate=44100:duration=3",
+        "-i",
+        &p(&png),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "128k",
+        "-c:v",
+        "copy",
+        "-id3v2_version",
+        "3",
+        "-metadata",
+        "title=T\u{e4}st ' ; =",
+        &p(&mp3),
+    ]);
+    assert!(
+        std::fs::metadata(&mp3).expect("mp3").len() > 20_000,
+        "cover art is in the tag"
+    );
+    let mut d = Decoder::open(&mp3).expect("tagged mp3");
+    let (samples, rate, channels) = decode_all(&mut d);
+    assert_eq!((rate, channels), (44_100, 1));
+    assert!(((samples.len() as f64 / 44_100.0) - 3.0).abs() < 0.03);
+    check_tone(&samples, rate, channels, 523, "tagged.mp3");
+}
+
+#[test]
 fn lossless_containers_state_their_duration() {
     let dir = TempDir::new("duration");
     for (file, opts) in [
@@ -391,7 +440,20 @@ fn from_reader_joins_a_stream_mid_frame() {
     // A relay or late joiner of a non-aligned server starts at an arbitrary byte.
     let dir = TempDir::new("midjoin");
     for (file, hint, opts) in [
-        ("m.mp3", "audio/mpeg", &["-c:a", "libmp3lame", "-b:a", "128k", "-write_xing", "0", "-id3v2_version", "0"][..]),
+        (
+            "m.mp3",
+            "audio/mpeg",
+            &[
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "128k",
+                "-write_xing",
+                "0",
+                "-id3v2_version",
+                "0",
+            ][..],
+        ),
         ("m.aac", "audio/aacp", &["-c:a", "aac", "-f", "adts"]),
     ] {
         let path = dir.path(file);

@@ -525,7 +525,9 @@ fn mp3_stream_changing_rate_and_layout_reports_it() {
         Decoder::from_reader(Box::new(std::io::Cursor::new(data)), Some("mp3")).expect("open");
     let mut formats = Vec::new();
     let mut tail = Vec::new();
+    let mut secs = 0.0;
     while let Some(p) = d.next_block().expect("decode") {
+        secs += p.duration().as_secs_f64();
         if formats.last() != Some(&(p.rate, p.channels)) {
             formats.push((p.rate, p.channels));
         }
@@ -536,6 +538,9 @@ fn mp3_stream_changing_rate_and_layout_reports_it() {
     assert_eq!(formats.first(), Some(&(44_100, 2)), "{formats:?}");
     assert_eq!(formats.last(), Some(&(48_000, 1)), "{formats:?}");
     assert_eq!((d.info().rate, d.info().channels), (48_000, 1));
+    // Both halves are there: at most a couple of frames are lost at the switch.
+    assert!((secs - 2.0).abs() < 0.1, "{secs} s of 2 s");
+    assert!(d.corrupt_packets() <= 3, "{} corrupt", d.corrupt_packets());
     let f = dominant(&tail[4800..], 48_000, 100.0, 4000.0);
     assert!((f - 880.0).abs() <= 5.0, "after the switch: {f} Hz");
 }

@@ -6,4 +6,12 @@
 //! this crate from dedicated threads or `spawn_blocking`; nothing here depends on tokio or
 //! does I/O other than reading the files it is asked to decode.
 
+// `unsafe` lives in `ffi` alone, behind safe wrappers.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod ffi;
+pub mod g711;
+pub mod opus;
 pub mod pcm;
+pub mod resample;

@@ -5,6 +5,7 @@
 //! mount. [`front`] accepts connections and routes them; [`web`] serves status, admin and
 //! playlists; [`supervisor`] owns every task; [`station`] ties it together.
 
+pub mod bridge;
 pub mod config;
 pub mod front;
 pub mod input;

@@ -3,4 +3,5 @@
 
 mod interop;
 mod support;
+mod whep;
 mod wire;

@@ -1,0 +1,253 @@
+//! A bridge: one WHEP pull ([`crate::input::whep`]) feeding one WebSocket PCM output
+//! ([`crate::output::ws_pcm`]), with the stats both sides update.
+//!
+//! Shape: WHEP session driver (async task) → bounded channel → decode thread → bounded
+//! channel → WebSocket task. Stopping cancels the driver, which DELETEs its session and
+//! drops its sender; the decode thread then flushes and ends, and the WebSocket task sends
+//! what is left and closes. So "stop" and "the WHEP side gave up" end the same way.
+//!
+//! Invariants: both channels are bounded; every log line of a bridge carries its trace and
+//! stream ids (one tracing span); the bridge ends only after the WebSocket task has.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::input::whep::{self, decode, WhepConfig, WhepError};
+use crate::output::ws_pcm::{self, WsConfig};
+
+/// RTP packets queued for the decode thread (≈ 2.5 s of 20 ms packets).
+const RTP_QUEUE: usize = 128;
+/// PCM blocks queued for the WebSocket task: the room it has while (re)connecting, ≈ 10 s
+/// of 20 ms blocks.
+const BLOCK_QUEUE: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub whep: WhepConfig,
+    pub ws: WsConfig,
+}
+
+/// Live counters and states of one bridge; shared by its tasks.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    state: Mutex<String>,
+    ice: Mutex<String>,
+    ws: Mutex<String>,
+    pub rtp_packets: AtomicU64,
+    pub lost_packets: AtomicU64,
+    pub dropped_packets: AtomicU64,
+    /// Output frames filled by concealment (loss) or silence (between sessions).
+    pub concealed_frames: AtomicU64,
+    pub whep_retries: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub ws_dropped: AtomicU64,
+    pub ws_reconnects: AtomicU64,
+    /// Latency of the last message sent: now minus the wall-clock end of its audio, µs.
+    last_latency_us: AtomicU64,
+    rate: u32,
+    frame_bytes: u64,
+    pub bytes_produced: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`], as the API and logs show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub state: String,
+    pub ice: String,
+    pub websocket: String,
+    pub uptime_s: f64,
+    pub seconds_received: f64,
+    pub rtp_packets: u64,
+    pub lost_packets: u64,
+    pub dropped_packets: u64,
+    pub concealed_s: f64,
+    pub whep_retries: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub ws_reconnects: u64,
+    pub latency_ms: f64,
+}
+
+impl Stats {
+    pub fn new(rate: u32, channels: u16) -> Stats {
+        let text = |s: &str| Mutex::new(s.to_owned());
+        Stats {
+            started: Instant::now(),
+            state: text("starting"),
+            ice: text("new"),
+            ws: text("new"),
+            rtp_packets: AtomicU64::new(0),
+            lost_packets: AtomicU64::new(0),
+            dropped_packets: AtomicU64::new(0),
+            concealed_frames: AtomicU64::new(0),
+            whep_retries: AtomicU64::new(0),
+            messages_sent: AtomicU64::new(0),
+            ws_dropped: AtomicU64::new(0),
+            ws_reconnects: AtomicU64::new(0),
+            last_latency_us: AtomicU64::new(0),
+            rate,
+            frame_bytes: 2 * u64::from(channels.max(1)),
+            bytes_produced: AtomicU64::new(0),
+        }
+    }
+
+    fn set(slot: &Mutex<String>, value: &str) {
+        // A poisoned lock only means a panic elsewhere; the string is still usable.
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if *guard != value {
+            *guard = value.to_owned();
+        }
+    }
+
+    fn get(slot: &Mutex<String>) -> String {
+        slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_state(&self, s: &str) {
+        Self::set(&self.state, s);
+    }
+
+    pub fn set_ice(&self, s: &str) {
+        Self::set(&self.ice, s);
+    }
+
+    pub fn set_ws(&self, s: &str) {
+        Self::set(&self.ws, s);
+    }
+
+    pub fn record_sent(&self, latency_s: f64) {
+        self.messages_sent.fetch_add(1, Ordering::Relaxed);
+        let us = (latency_s.max(0.0) * 1e6) as u64;
+        self.last_latency_us.store(us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let bytes = self.bytes_produced.load(Ordering::Relaxed);
+        let per_sec = self.frame_bytes as f64 * f64::from(self.rate);
+        Snapshot {
+            state: Self::get(&self.state),
+            ice: Self::get(&self.ice),
+            websocket: Self::get(&self.ws),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            seconds_received: bytes as f64 / per_sec,
+            rtp_packets: self.rtp_packets.load(Ordering::Relaxed),
+            lost_packets: self.lost_packets.load(Ordering::Relaxed),
+            dropped_packets: self.dropped_packets.load(Ordering::Relaxed),
+            concealed_s: self.concealed_frames.load(Ordering::Relaxed) as f64
+                / f64::from(self.rate),
+            whep_retries: self.whep_retries.load(Ordering::Relaxed),
+            messages_sent: self.messages_sent.load(Ordering::Relaxed),
+            messages_dropped: self.ws_dropped.load(Ordering::Relaxed),
+            ws_reconnects: self.ws_reconnects.load(Ordering::Relaxed),
+            latency_ms: self.last_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error(transparent)]
+    Whep(#[from] WhepError),
+    #[error(transparent)]
+    Ws(#[from] ws_pcm::WsError),
+    #[error("cannot start the decode thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A started bridge.
+pub struct Bridge {
+    pub stats: Arc<Stats>,
+    cancel: CancellationToken,
+    done: tokio::task::JoinHandle<Result<(), BridgeError>>,
+}
+
+impl Bridge {
+    /// Start pulling and sending. `trace_id`/`stm_id` of the WebSocket config label the logs.
+    pub fn start(config: BridgeConfig) -> Result<Bridge, BridgeError> {
+        config.ws.validate()?;
+        let stats = Arc::new(Stats::new(config.ws.rate, config.ws.channels));
+        let cancel = CancellationToken::new();
+        let span = tracing::info_span!(
+            "bridge",
+            trace_id = %config.ws.trace_id,
+            stm_id = %config.ws.stm_id
+        );
+        let (rtp_tx, rtp_rx) = mpsc::sync_channel(RTP_QUEUE);
+        let (block_tx, block_rx) = tokio::sync::mpsc::channel(BLOCK_QUEUE);
+        let stage = decode::Stage::new(
+            decode::Format {
+                rate: config.ws.rate,
+                channels: config.ws.channels,
+            },
+            stats.clone(),
+        );
+        let thread_span = span.clone();
+        std::thread::Builder::new()
+            .name("whep-decode".into())
+            .spawn(move || {
+                let _entered = thread_span.enter();
+                decode::run(stage, rtp_rx, block_tx);
+            })
+            .map_err(BridgeError::Thread)?;
+        let whep_task = tokio::spawn(
+            whep::run(config.whep.clone(), rtp_tx, stats.clone(), cancel.clone())
+                .instrument(span.clone()),
+        );
+        let ws_stats = stats.clone();
+        let ws_task = tokio::spawn(
+            ws_pcm::run(config.ws.clone(), block_rx, ws_stats).instrument(span.clone()),
+        );
+        let done = tokio::spawn(
+            async move {
+                tracing::info!("bridge started");
+                let whep_result = whep_task.await;
+                // The WebSocket task ends once the decode thread has flushed into it.
+                let _ = ws_task.await;
+                let result = match whep_result {
+                    Ok(r) => r.map_err(BridgeError::from),
+                    Err(e) => Err(BridgeError::Thread(std::io::Error::other(e.to_string()))),
+                };
+                tracing::info!(ok = result.is_ok(), "bridge ended");
+                result
+            }
+            .instrument(span),
+        );
+        Ok(Bridge {
+            stats,
+            cancel,
+            done,
+        })
+    }
+
+    /// Ask the bridge to stop: DELETE the WHEP session, send the remaining audio, close.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done.is_finished()
+    }
+
+    /// Wait for the bridge to end (after [`Self::stop`] or on its own).
+    pub async fn wait(self) -> Result<(), BridgeError> {
+        match self.done.await {
+            Ok(r) => r,
+            Err(e) => Err(BridgeError::Thread(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// Stop and wait at most `grace` (plus the WebSocket drain bound).
+    pub async fn shutdown(self, grace: Duration) -> Result<(), BridgeError> {
+        self.stop();
+        match tokio::time::timeout(grace + ws_pcm::DRAIN_TIMEOUT, self.wait()).await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
+    }
+}

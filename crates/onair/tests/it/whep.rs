@@ -1,0 +1,402 @@
+//! The WHEP → WebSocket bridge against a real WebRTC peer: an aiortc WHEP server
+//! (peers/whep_server.py) sending a tone sequence as Opus over loopback, and a WebSocket
+//! consumer in the test. aiortc missing fails the test loudly (`bash .ci/run` installs it).
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use base64::Engine;
+use futures_util::StreamExt;
+use onair::{
+    bridge::{Bridge, BridgeConfig},
+    input::whep::{signal::Endpoint, WhepConfig},
+    output::ws_pcm::{Fields, Payload, WsConfig},
+};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
+
+const RATE: u32 = 16_000;
+const CHUNK_BYTES: usize = 3_200; // 100 ms of 16 kHz mono s16le
+
+fn require_aiortc() {
+    let ok = Command::new("python3")
+        .args(["-c", "import aiortc, aiohttp"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "aiortc/aiohttp are not installed for python3: run `bash .ci/run`, which installs them"
+    );
+}
+
+/// The aiortc WHEP server; its stdout event lines arrive on `events`.
+struct WhepServer {
+    child: Child,
+    port: u16,
+    events: mpsc::Receiver<String>,
+}
+
+impl WhepServer {
+    fn start(args: &[&str]) -> WhepServer {
+        require_aiortc();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/peers/whep_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = WhepServer {
+            child,
+            port: 0,
+            events,
+        };
+        let line = server.expect("LISTEN", Duration::from_secs(20));
+        server.port = line[7..].trim().parse().expect("port");
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/whep", self.port)
+    }
+
+    /// Waits for the next event line starting with `word`; earlier lines are returned in
+    /// `seen` order via the log.
+    fn expect(&self, word: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(line) if line.starts_with(word) => return line,
+                Ok(line) => eprintln!("whep server: {line}"),
+                Err(_) => panic!("whep server did not say {word} within {within:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for WhepServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bridge_config(whep: &str, ws: SocketAddr, fields: &str) -> BridgeConfig {
+    BridgeConfig {
+        whep: WhepConfig {
+            endpoint: Endpoint::parse(whep, Some("tok".into())).unwrap(),
+            ice_servers: vec![],
+        },
+        ws: WsConfig {
+            url: format!("ws://{ws}/audio"),
+            headers: vec![("X-Test".into(), "yes".into())],
+            trace_id: "T1".into(),
+            stm_id: "S1".into(),
+            rate: RATE,
+            channels: 1,
+            chunk_ms: 100,
+            payload: Payload::Pcm,
+            fields: Fields::parse(fields).unwrap(),
+            buffer: Duration::from_secs(30),
+        },
+    }
+}
+
+/// One received message, checked for shape.
+#[derive(Debug)]
+struct Received {
+    timestamp: f64,
+    seq: Option<u64>,
+    pcm: Vec<i16>,
+    at: Instant,
+}
+
+fn parse_message(text: &str, want_keys: &[&str], at: Instant) -> Received {
+    let v: serde_json::Value = serde_json::from_str(text).expect("message is JSON");
+    let obj = v.as_object().expect("message is an object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = want_keys.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "exactly these fields: {text:.200}");
+    assert_eq!(obj["traceId"], "T1");
+    assert_eq!(obj["stmId"], "S1");
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(obj["data"].as_str().expect("data is a string"))
+        .expect("data is base64");
+    assert_eq!(data.len() % 2, 0, "whole s16 mono frames");
+    Received {
+        timestamp: obj["timestamp"].as_f64().expect("timestamp is a number"),
+        seq: obj.get("seq").and_then(|s| s.as_u64()),
+        pcm: data
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect(),
+        at,
+    }
+}
+
+/// Power of `freq` in `x` (Goertzel).
+fn power(x: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / f64::from(RATE);
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        let s = f64::from(v) + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    s1 * s1 + s2 * s2 - c * s1 * s2
+}
+
+/// The dominant tone of a chunk among the sequence's, if one clearly dominates.
+fn dominant(x: &[i16]) -> Option<u32> {
+    let tones = [440u32, 660, 880];
+    let p: Vec<f64> = tones.iter().map(|&f| power(x, f64::from(f))).collect();
+    let (best, &pmax) = p
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap();
+    let others = p.iter().sum::<f64>() - pmax;
+    (pmax > 10.0 * others && pmax > 1e9).then_some(tones[best])
+}
+
+/// Runs of (tone, chunk count) in order.
+fn runs(msgs: &[Received]) -> Vec<(Option<u32>, usize)> {
+    let mut out: Vec<(Option<u32>, usize)> = Vec::new();
+    for m in msgs.iter().filter(|m| m.pcm.len() * 2 == CHUNK_BYTES) {
+        let d = dominant(&m.pcm);
+        match out.last_mut() {
+            Some((t, n)) if *t == d => *n += 1,
+            _ => out.push((d, 1)),
+        }
+    }
+    out
+}
+
+/// The bridge's own checks common to both tests: contiguous timestamps, whole chunks, audio
+/// delivered ≥ 95 % of the wall-clock time the consumer spent receiving.
+fn check_timeline(msgs: &[Received]) {
+    assert!(msgs.len() >= 20, "only {} messages", msgs.len());
+    for (i, w) in msgs.windows(2).enumerate() {
+        let step = w[1].timestamp - w[0].timestamp;
+        let dur = w[0].pcm.len() as f64 / f64::from(RATE);
+        assert!(
+            (step - dur).abs() < 1e-4,
+            "message {i}: timestamp step {step} for {dur} s of audio"
+        );
+    }
+    let body = &msgs[..msgs.len() - 1];
+    assert!(
+        body.iter().all(|m| m.pcm.len() * 2 == CHUNK_BYTES),
+        "every chunk but the last is exactly 100 ms"
+    );
+    let audio: f64 = msgs.iter().map(|m| m.pcm.len() as f64).sum::<f64>() / f64::from(RATE);
+    let wall = msgs[msgs.len() - 1]
+        .at
+        .duration_since(msgs[0].at)
+        .as_secs_f64();
+    assert!(
+        audio >= 0.95 * wall,
+        "{audio:.2} s of audio over {wall:.2} s of wall-clock"
+    );
+    assert!(
+        audio <= wall + 1.0,
+        "{audio:.2} s of audio over {wall:.2} s: more than real time"
+    );
+}
+
+/// Tone runs follow 440 → 880 → 660 → 440 …, each (but the first and last) ~1 s long.
+fn check_tones(msgs: &[Received]) {
+    let all = runs(msgs);
+    // Chunks straddling a tone change have no clear winner: drop those short runs.
+    let runs: Vec<(u32, usize)> = all
+        .iter()
+        .filter_map(|&(t, n)| t.map(|t| (t, n)))
+        .filter(|&(_, n)| n >= 2)
+        .collect();
+    eprintln!("tone runs (Hz, 100 ms chunks): {all:?}");
+    assert!(runs.len() >= 3, "tone runs {all:?}");
+    let next = |t: u32| match t {
+        440 => 880,
+        880 => 660,
+        _ => 440,
+    };
+    for w in runs.windows(2) {
+        assert_eq!(w[1].0, next(w[0].0), "tone order in {all:?}");
+    }
+    for &(t, n) in &runs[1..runs.len() - 1] {
+        assert!((8..=11).contains(&n), "{t} Hz lasted {n} chunks in {all:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_pull_delivers_the_tone_sequence_and_deletes_on_stop() {
+    let server = WhepServer::start(&["--token", "tok"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(&server.url(), ws.local_addr().unwrap(), "")).unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("bridge connects to the WebSocket")
+        .unwrap();
+    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let session = server.expect("SESSION", Duration::from_secs(10));
+    let sid = session[8..].trim().to_owned();
+
+    let keys = ["traceId", "stmId", "timestamp", "data"];
+    let mut msgs = Vec::new();
+    let receive_for = Duration::from_millis(4_500);
+    let mut first: Option<Instant> = None;
+    while first.is_none_or(|f| f.elapsed() < receive_for) {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                msgs.push(parse_message(&t, &keys, now));
+            }
+            Some(Ok(Message::Close(c))) => panic!("closed early: {c:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("WebSocket ended: {other:?}"),
+        }
+    }
+    let stats = bridge.stats.clone();
+    bridge.stop();
+    // Stop drains: the rest of the audio, then a normal close frame.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("bridge closes the WebSocket")
+        {
+            Some(Ok(Message::Text(t))) => msgs.push(parse_message(&t, &keys, Instant::now())),
+            Some(Ok(Message::Close(c))) => {
+                assert_eq!(c.map(|c| c.code), Some(CloseCode::Normal));
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+    let deleted = server.expect("DELETE", Duration::from_secs(10));
+    assert_eq!(
+        deleted[7..].trim(),
+        sid,
+        "the session we got is the one DELETEd"
+    );
+
+    // The drained tail arrives all at once: judge the timeline on the live part.
+    let live = msgs
+        .iter()
+        .take_while(|m| m.at.duration_since(first.unwrap()) <= receive_for)
+        .count();
+    check_timeline(&msgs[..live]);
+    for w in msgs.windows(2) {
+        assert!(w[1].timestamp > w[0].timestamp, "timestamps strictly grow");
+    }
+    check_tones(&msgs);
+    let s = stats.snapshot();
+    eprintln!("{s:?}");
+    assert!(s.rtp_packets > 150, "{s:?}");
+    assert_eq!(s.messages_sent as usize, msgs.len(), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_drop_loses_no_audio_and_whep_busy_is_retried() {
+    // The first POST gets 503 + Retry-After: the bridge must wait and retry.
+    let server = WhepServer::start(&["--reject-first", "1"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(
+        &server.url(),
+        ws.local_addr().unwrap(),
+        "seq,sampleRate,channels",
+    ))
+    .unwrap();
+    server.expect("REJECT", Duration::from_secs(10));
+    server.expect("SESSION", Duration::from_secs(10));
+    let keys = [
+        "traceId",
+        "stmId",
+        "timestamp",
+        "data",
+        "seq",
+        "sampleRate",
+        "channels",
+    ];
+    let mut msgs: Vec<Received> = Vec::new();
+    let mut connections = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+            .await
+            .expect("bridge (re)connects")
+            .unwrap();
+        let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        connections += 1;
+        let mut on_this = 0;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+                .await
+                .expect("audio keeps coming");
+            let Some(Ok(Message::Text(t))) = next else {
+                panic!("unexpected {next:?}");
+            };
+            msgs.push(parse_message(&t, &keys, Instant::now()));
+            on_this += 1;
+            // First connection: drop the TCP connection (no close frame) after 15 messages,
+            // right after one arrived, then stay away for a second before accepting again.
+            if connections == 1 && on_this == 15 {
+                drop(sock);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                break;
+            }
+            if connections == 2 && on_this == 35 {
+                break;
+            }
+        }
+        if connections == 2 {
+            break;
+        }
+    }
+    assert_eq!(connections, 2);
+    let stats = bridge.stats.clone();
+    bridge.shutdown(Duration::from_secs(5)).await.unwrap();
+    server.expect("DELETE", Duration::from_secs(10));
+
+    let seqs: Vec<u64> = msgs.iter().map(|m| m.seq.expect("seq asked for")).collect();
+    let want: Vec<u64> = (0..msgs.len() as u64).collect();
+    assert_eq!(
+        seqs, want,
+        "every chunk once, in order, across the reconnect"
+    );
+    for w in msgs.windows(2) {
+        assert!(w[1].timestamp > w[0].timestamp, "no repeated timestamp");
+    }
+    // Wall-clock coverage is judged from the first message to the last: the second
+    // connection starts by catching up on what was buffered meanwhile.
+    check_timeline(&msgs);
+    check_tones(&msgs);
+    let s = stats.snapshot();
+    eprintln!("{s:?}");
+    assert!(s.ws_reconnects >= 1, "{s:?}");
+    assert!(s.whep_retries >= 1, "{s:?}");
+    assert_eq!(s.messages_dropped, 0, "{s:?}");
+}

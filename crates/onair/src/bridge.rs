@@ -48,8 +48,9 @@ pub struct Stats {
     pub messages_sent: AtomicU64,
     pub ws_dropped: AtomicU64,
     pub ws_reconnects: AtomicU64,
-    /// Latency of the last message sent: now minus the wall-clock end of its audio, µs.
-    last_latency_us: AtomicU64,
+    /// Moving average (1/16 per message) of send time minus the wall-clock end of each
+    /// message's audio, µs: what the bridge adds on top of the network.
+    latency_us: AtomicU64,
     rate: u32,
     frame_bytes: u64,
     pub bytes_produced: AtomicU64,
@@ -90,7 +91,7 @@ impl Stats {
             messages_sent: AtomicU64::new(0),
             ws_dropped: AtomicU64::new(0),
             ws_reconnects: AtomicU64::new(0),
-            last_latency_us: AtomicU64::new(0),
+            latency_us: AtomicU64::new(0),
             rate,
             frame_bytes: 2 * u64::from(channels.max(1)),
             bytes_produced: AtomicU64::new(0),
@@ -124,7 +125,10 @@ impl Stats {
     pub fn record_sent(&self, latency_s: f64) {
         self.messages_sent.fetch_add(1, Ordering::Relaxed);
         let us = (latency_s.max(0.0) * 1e6) as u64;
-        self.last_latency_us.store(us, Ordering::Relaxed);
+        // One writer (the WebSocket task): load + store is not a lost update.
+        let old = self.latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { (old * 15 + us) / 16 };
+        self.latency_us.store(new, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -145,7 +149,7 @@ impl Stats {
             messages_sent: self.messages_sent.load(Ordering::Relaxed),
             messages_dropped: self.ws_dropped.load(Ordering::Relaxed),
             ws_reconnects: self.ws_reconnects.load(Ordering::Relaxed),
-            latency_ms: self.last_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            latency_ms: self.latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
         }
     }
 }

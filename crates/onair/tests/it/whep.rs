@@ -400,3 +400,60 @@ async fn a_websocket_drop_loses_no_audio_and_whep_busy_is_retried() {
     assert!(s.whep_retries >= 1, "{s:?}");
     assert_eq!(s.messages_dropped, 0, "{s:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_server_that_goes_away_is_reconnected_and_the_gap_filled() {
+    // The first session ends (server side, no DELETE) 1.5 s after it connected.
+    let server = WhepServer::start(&["--end-after", "1.5"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(
+        &server.url(),
+        ws.local_addr().unwrap(),
+        "seq",
+    ))
+    .unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("bridge connects to the WebSocket")
+        .unwrap();
+    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let keys = ["traceId", "stmId", "timestamp", "data", "seq"];
+    let mut msgs = Vec::new();
+    let mut sessions = 0;
+    let mut until: Option<Instant> = None;
+    // Read audio throughout; once the second session is up, a further 1.2 s.
+    while until.is_none_or(|u| Instant::now() < u) {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        if let Some(Ok(Message::Text(t))) = next {
+            msgs.push(parse_message(&t, &keys, Instant::now()));
+        }
+        while let Ok(line) = server.events.try_recv() {
+            if line.starts_with("SESSION") {
+                sessions += 1;
+                if sessions == 2 {
+                    until = Some(Instant::now() + Duration::from_millis(1_200));
+                }
+            }
+        }
+    }
+    let stats = bridge.stats.clone();
+    bridge.shutdown(Duration::from_secs(5)).await.unwrap();
+    let s = stats.snapshot();
+    eprintln!("{s:?}");
+    assert!(s.whep_retries >= 1, "{s:?}");
+    assert!(
+        s.concealed_s > 0.2,
+        "the outage is filled and counted: {s:?}"
+    );
+    check_timeline(&msgs);
+    // Audio resumed: after the filled gap (no tone) comes a full second of the new
+    // session's first tone.
+    let all = runs(&msgs);
+    let gap = all.iter().position(|r| r.0.is_none()).expect("a gap");
+    assert!(
+        all[gap..].iter().any(|&(t, n)| t == Some(440) && n >= 8),
+        "tones after the reconnect: {all:?}"
+    );
+}

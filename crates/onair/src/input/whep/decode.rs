@@ -34,7 +34,7 @@ const JITTER_CAPACITY: usize = 50;
 const JITTER_DELAY: Duration = Duration::from_millis(60);
 /// The longest hole (in one session, or between sessions) filled with concealment/silence;
 /// longer ones re-anchor the timeline.
-pub const MAX_FILL: Duration = Duration::from_secs(2);
+pub const MAX_FILL: Duration = Duration::from_secs(10);
 /// Opus decodes at its native rate, in stereo: the resampler downmixes.
 const OPUS_RATE: u32 = 48_000;
 const OPUS_CHANNELS: u16 = 2;

@@ -40,7 +40,7 @@ use signal::{Endpoint, SignalError};
 /// ICE + DTLS must complete within this after the answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connected session with no RTP for this long is dead (server gone without a word).
-const MEDIA_TIMEOUT: Duration = Duration::from_secs(5);
+const MEDIA_TIMEOUT: Duration = Duration::from_secs(3);
 /// ICE `Disconnected` for this long ends the session (it may recover before).
 const DISCONNECTED_GRACE: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);

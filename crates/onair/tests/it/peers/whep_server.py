@@ -9,8 +9,8 @@ Events go to stdout, one a line, flushed: "LISTEN <port>", "SESSION <id>",
 "CONNECTED <id>", "DELETE <id>", "CLOSED <id>".
 
 Options: --reject-first N answers the first N POSTs with 503 + Retry-After: 1, to exercise
-the client's retry. --end-after SECS closes the peer connection that long after it
-connected (the server goes away without DELETE), to exercise WHEP reconnection.
+the client's retry. --end-after SECS closes the first peer connection that long after
+it connected (the server goes away without DELETE), to exercise WHEP reconnection.
 """
 
 import argparse
@@ -82,6 +82,7 @@ async def main():
     tones = [float(t) for t in args.tones.split(",")]
     sessions = {}
     rejected = [0]
+    ended = [False]
 
     async def post(request):
         if args.token and request.headers.get("Authorization") != f"Bearer {args.token}":
@@ -101,7 +102,9 @@ async def main():
         async def on_state():
             if pc.connectionState == "connected":
                 say("CONNECTED", sid)
-                if args.end_after > 0:
+                if args.end_after > 0 and not ended[0]:
+                    ended[0] = True
+
                     async def end():
                         await asyncio.sleep(args.end_after)
                         say("END", sid)

@@ -297,21 +297,25 @@ impl Stage {
             self.backdate = true;
             return;
         };
-        // Flush what the previous session's resampler still held, then fill the outage.
+        // Flush what the previous session's resampler still held, then fill the outage up
+        // to the start of the new session's first packet (one packet before its arrival).
+        let mut packet_secs = 0.02;
         if let Some(mut chain) = self.chain.take() {
+            packet_secs = f64::from(chain.last_frames) / f64::from(chain.codec.clock_rate());
             self.resampled.clear();
             chain.resampler.flush(&mut self.resampled);
             let resampled = std::mem::take(&mut self.resampled);
             self.emit(&resampled, blocks);
             self.resampled = resampled;
         }
-        let due = now.saturating_duration_since(at).as_secs_f64() * f64::from(self.out.rate);
+        let due = (now.saturating_duration_since(at).as_secs_f64() - packet_secs).max(0.0)
+            * f64::from(self.out.rate);
         let behind = due - self.produced as f64;
         if behind <= 0.0 {
             return;
         }
         if behind <= MAX_FILL.as_secs_f64() * f64::from(self.out.rate) {
-            self.silence(behind as u64, blocks);
+            self.silence(behind.round() as u64, blocks);
         } else {
             self.anchor = Some((now, unix_now()));
             self.backdate = true;
@@ -487,6 +491,143 @@ pub fn run(mut stage: Stage, inbound: Receiver<Inbound>, out: Sender<Block>) {
     for block in blocks.drain(..) {
         if out.blocking_send(block).is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: Format = Format {
+        rate: 16_000,
+        channels: 1,
+    };
+
+    fn rtp(codec: Codec, seq: u16, timestamp: u32, payload: Vec<u8>, at: Instant) -> Inbound {
+        Inbound::Rtp {
+            codec,
+            seq,
+            timestamp,
+            payload: payload.into(),
+            arrived: at,
+        }
+    }
+
+    fn samples(blocks: &[Block]) -> Vec<i16> {
+        blocks
+            .iter()
+            .flat_map(|b| b.data.chunks_exact(2))
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect()
+    }
+
+    /// µ-law 0x80 is the largest positive level, 0xFF is zero.
+    fn marker(k: u16) -> Vec<u8> {
+        vec![if k % 2 == 0 { 0x80 } else { 0xFF }; 160]
+    }
+
+    #[test]
+    fn g711_reordered_duplicated_and_lost_packets_keep_exact_time() {
+        let stats = Arc::new(Stats::new(OUT.rate, OUT.channels));
+        let mut stage = Stage::new(OUT, stats.clone());
+        let t0 = Instant::now();
+        let mut blocks = Vec::new();
+        // 50 packets of 20 ms (8 kHz µ-law); 7 and 30 never arrive, 11/12 swap, 20 twice.
+        let mut order: Vec<u16> = (0..50).filter(|&k| k != 7 && k != 30).collect();
+        order.swap(10, 11);
+        order.insert(20, 20);
+        for (i, &k) in order.iter().enumerate() {
+            let at = t0 + Duration::from_millis(20 * i as u64);
+            let msg = rtp(Codec::Pcmu, 1000 + k, 160 * u32::from(k), marker(k), at);
+            stage.handle(msg, at, &mut blocks);
+            let later = at + Duration::from_millis(19);
+            stage.poll(later, &mut blocks);
+        }
+        stage.finish(&mut blocks);
+        let pcm = samples(&blocks);
+        // Exactly 1 s at 16 kHz: two lost packets are 40 ms of concealment, not a gap.
+        assert_eq!(pcm.len(), 16_000);
+        assert_eq!(stats.lost_packets.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.concealed_frames.load(Ordering::Relaxed), 2 * 320);
+        assert_eq!(stats.dropped_packets.load(Ordering::Relaxed), 1);
+        // Each packet's audio sits in its own 20 ms slot, lost slots are silent.
+        for k in 0..50usize {
+            let mid = pcm[k * 320 + 160];
+            let want_loud = k % 2 == 0 && k != 30;
+            assert_eq!(mid > 20_000, want_loud, "packet {k}: {mid}");
+            if !want_loud {
+                assert!(mid.abs() < 1_000, "packet {k}: {mid}");
+            }
+        }
+        // Contiguous timestamps.
+        for w in blocks.windows(2) {
+            let dur = w[0].data.len() as f64 / 2.0 / 16_000.0;
+            assert!((w[1].start - w[0].start - dur).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn opus_gaps_are_concealed_to_the_exact_length_even_past_120_ms() {
+        let stats = Arc::new(Stats::new(OUT.rate, OUT.channels));
+        let mut stage = Stage::new(OUT, stats.clone());
+        let t0 = Instant::now();
+        let mut blocks = Vec::new();
+        // TOC-only packets (CELT fullband 20 ms, code 0): valid, decode to 960 frames.
+        let packet = || vec![0xF8];
+        let mut ts = 0u32;
+        let mut seq = 0u16;
+        for i in 0..100u64 {
+            // Packets 40..=49 lost (200 ms, more than one 120 ms conceal call).
+            if !(40..50).contains(&i) {
+                let at = t0 + Duration::from_millis(20 * i);
+                stage.handle(rtp(Codec::Opus, seq, ts, packet(), at), at, &mut blocks);
+            }
+            ts = ts.wrapping_add(960);
+            seq = seq.wrapping_add(1);
+        }
+        stage.poll(t0 + Duration::from_secs(5), &mut blocks);
+        stage.finish(&mut blocks);
+        assert_eq!(samples(&blocks).len(), 2 * 16_000);
+        assert_eq!(stats.lost_packets.load(Ordering::Relaxed), 10);
+        assert_eq!(stats.concealed_frames.load(Ordering::Relaxed), 10 * 320);
+    }
+
+    #[test]
+    fn a_new_session_fills_the_wall_clock_gap_with_silence() {
+        let stats = Arc::new(Stats::new(OUT.rate, OUT.channels));
+        let mut stage = Stage::new(OUT, stats.clone());
+        let t0 = Instant::now();
+        let mut blocks = Vec::new();
+        for k in 0..10u16 {
+            let at = t0 + Duration::from_millis(20 * u64::from(k));
+            stage.handle(
+                rtp(Codec::Pcmu, k, 160 * u32::from(k), marker(k), at),
+                at,
+                &mut blocks,
+            );
+        }
+        // The server goes away; 0.8 s later a new session starts with new numbering.
+        stage.handle(Inbound::Session, t0, &mut blocks);
+        let resume = t0 + Duration::from_millis(1_000);
+        for k in 0..10u16 {
+            let at = resume + Duration::from_millis(20 * u64::from(k));
+            let msg = rtp(
+                Codec::Pcmu,
+                40_000 + k,
+                7 + 160 * u32::from(k),
+                marker(k),
+                at,
+            );
+            stage.handle(msg, at, &mut blocks);
+        }
+        stage.finish(&mut blocks);
+        // 0.2 s + 0.8 s of fill + 0.2 s (a packet's arrival is its audio's end).
+        assert_eq!(samples(&blocks).len(), 19_200);
+        assert_eq!(stats.concealed_frames.load(Ordering::Relaxed), 12_800);
+        for w in blocks.windows(2) {
+            let dur = w[0].data.len() as f64 / 2.0 / 16_000.0;
+            assert!((w[1].start - w[0].start - dur).abs() < 1e-6);
         }
     }
 }

@@ -174,9 +174,17 @@ pub struct Bridge {
 impl Bridge {
     /// Start pulling and sending. `trace_id`/`stm_id` of the WebSocket config label the logs.
     pub fn start(config: BridgeConfig) -> Result<Bridge, BridgeError> {
+        Bridge::start_under(config, &CancellationToken::new())
+    }
+
+    /// [`Self::start`], also stopped when `parent` is cancelled (server shutdown).
+    pub fn start_under(
+        config: BridgeConfig,
+        parent: &CancellationToken,
+    ) -> Result<Bridge, BridgeError> {
         config.ws.validate()?;
         let stats = Arc::new(Stats::new(config.ws.rate, config.ws.channels));
-        let cancel = CancellationToken::new();
+        let cancel = parent.child_token();
         let span = tracing::info_span!(
             "bridge",
             trace_id = %config.ws.trace_id,
@@ -253,5 +261,218 @@ impl Bridge {
             Ok(r) => r,
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// A bridge as the API (JSON) and the config file (`[[bridge]]`) describe it; every field
+/// but the first four optional, with the CLI's defaults. JSON also accepts camelCase.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSpec {
+    pub whep: String,
+    pub ws: String,
+    #[serde(alias = "traceId")]
+    pub trace_id: String,
+    #[serde(alias = "stmId")]
+    pub stm_id: String,
+    #[serde(default, skip_serializing)]
+    pub bearer: Option<String>,
+    #[serde(default)]
+    pub rate: Option<u32>,
+    #[serde(default)]
+    pub channels: Option<u16>,
+    #[serde(default, alias = "chunkMs")]
+    pub chunk_ms: Option<u32>,
+    /// `pcm` or `wav`.
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// `Name:value` strings.
+    #[serde(default, alias = "wsHeaders")]
+    pub ws_headers: Vec<String>,
+    #[serde(default, alias = "iceServers")]
+    pub ice_servers: Vec<String>,
+    /// Any of `seq,sampleRate,channels`.
+    #[serde(default, alias = "messageFields")]
+    pub message_fields: Option<String>,
+    #[serde(default, alias = "bufferSecs")]
+    pub buffer_secs: Option<u64>,
+}
+
+impl BridgeSpec {
+    /// Validate and fill in defaults.
+    pub fn to_config(&self) -> Result<BridgeConfig, String> {
+        use crate::input::whep::signal::Endpoint;
+        use crate::output::ws_pcm::{Fields, Payload};
+        let rate = self.rate.unwrap_or(16_000);
+        if ![8_000, 16_000, 24_000, 48_000].contains(&rate) {
+            return Err(format!("rate {rate}: must be 8000, 16000, 24000 or 48000"));
+        }
+        let channels = self.channels.unwrap_or(1);
+        if !(1..=2).contains(&channels) {
+            return Err(format!("channels {channels}: must be 1 or 2"));
+        }
+        let chunk_ms = self.chunk_ms.unwrap_or(100);
+        if !(10..=10_000).contains(&chunk_ms) {
+            return Err(format!("chunk_ms {chunk_ms}: must be 10..=10000"));
+        }
+        let payload = match self.payload.as_deref().unwrap_or("pcm") {
+            "pcm" => Payload::Pcm,
+            "wav" => Payload::Wav,
+            other => return Err(format!("payload {other:?}: must be pcm or wav")),
+        };
+        let headers = self
+            .ws_headers
+            .iter()
+            .map(|h| {
+                h.split_once(':')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .ok_or_else(|| format!("ws header {h:?} is not Name:value"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for url in &self.ice_servers {
+            whep::stun::parse_url(url).map_err(|e| e.to_string())?;
+        }
+        let fields = Fields::parse(self.message_fields.as_deref().unwrap_or(""))?;
+        let endpoint =
+            Endpoint::parse(&self.whep, self.bearer.clone()).map_err(|e| e.to_string())?;
+        let ws = WsConfig {
+            url: self.ws.clone(),
+            headers,
+            trace_id: self.trace_id.clone(),
+            stm_id: self.stm_id.clone(),
+            rate,
+            channels,
+            chunk_ms,
+            payload,
+            fields,
+            buffer: Duration::from_secs(self.buffer_secs.unwrap_or(30)),
+        };
+        ws.validate().map_err(|e| e.to_string())?;
+        Ok(BridgeConfig {
+            whep: WhepConfig {
+                endpoint,
+                ice_servers: self.ice_servers.clone(),
+            },
+            ws,
+        })
+    }
+}
+
+/// Most bridges one server runs at once.
+pub const MAX_BRIDGES: usize = 100;
+
+/// What the API shows of a bridge.
+#[derive(Debug, Clone, Serialize)]
+pub struct Info {
+    pub id: String,
+    pub spec: BridgeSpec,
+    /// `None` while running; why it ended otherwise.
+    pub ended: Option<String>,
+    pub stats: Snapshot,
+}
+
+struct Entry {
+    id: String,
+    spec: BridgeSpec,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+    ended: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Entry {
+    fn info(&self) -> Info {
+        Info {
+            id: self.id.clone(),
+            spec: self.spec.clone(),
+            ended: self.ended.borrow().clone(),
+            stats: self.stats.snapshot(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid bridge: {0}")]
+    Invalid(String),
+    #[error("too many bridges (at most {MAX_BRIDGES})")]
+    Full,
+    #[error(transparent)]
+    Start(#[from] BridgeError),
+}
+
+/// The server's running bridges (API and `[[bridge]]`), each a supervised task.
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<Vec<Entry>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start a bridge under `supervisor` (so server shutdown stops it).
+    pub fn start(
+        &self,
+        spec: BridgeSpec,
+        supervisor: &crate::supervisor::Supervisor,
+    ) -> Result<Info, RegistryError> {
+        let config = spec.to_config().map_err(RegistryError::Invalid)?;
+        let mut entries = self.lock();
+        if entries.len() >= MAX_BRIDGES {
+            return Err(RegistryError::Full);
+        }
+        let bridge = Bridge::start_under(config, supervisor.token())?;
+        let id = format!("b{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
+        let (ended_tx, ended) = tokio::sync::watch::channel(None);
+        let entry = Entry {
+            id,
+            spec,
+            stats: bridge.stats.clone(),
+            cancel: bridge.cancel.clone(),
+            ended,
+        };
+        supervisor.spawn_service("bridge", async move {
+            let result = bridge.wait().await;
+            let why = match &result {
+                Ok(()) => "stopped".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            let _ = ended_tx.send(Some(why));
+            result
+        });
+        let info = entry.info();
+        entries.push(entry);
+        Ok(info)
+    }
+
+    pub fn list(&self) -> Vec<Info> {
+        self.lock().iter().map(Entry::info).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Info> {
+        self.lock().iter().find(|e| e.id == id).map(Entry::info)
+    }
+
+    /// Stop a bridge (WHEP DELETE, drain, close), wait for it (bounded) and forget it.
+    pub async fn stop(&self, id: &str) -> Option<Info> {
+        let (cancel, mut ended) = {
+            let entries = self.lock();
+            let e = entries.iter().find(|e| e.id == id)?;
+            (e.cancel.clone(), e.ended.clone())
+        };
+        cancel.cancel();
+        let bound = Duration::from_secs(5) + ws_pcm::DRAIN_TIMEOUT;
+        let _ = tokio::time::timeout(bound, ended.wait_for(|e| e.is_some())).await;
+        let mut entries = self.lock();
+        let at = entries.iter().position(|e| e.id == id)?;
+        Some(entries.remove(at).info())
     }
 }

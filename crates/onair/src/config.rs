@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub defaults: RawMountSettings,
     #[serde(default)]
     pub mount: Vec<RawMount>,
+    /// WHEP → WebSocket bridges started with the server (docs/BRIDGE.md).
+    #[serde(default)]
+    pub bridge: Vec<crate::bridge::BridgeSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +107,7 @@ pub struct Config {
     pub limits: Limits,
     pub defaults: MountSettings,
     pub mounts: Vec<MountConfig>,
+    pub bridges: Vec<crate::bridge::BridgeSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -269,7 +273,12 @@ impl Config {
                 name: m.name,
             });
         }
+        for b in &raw.bridge {
+            b.to_config()
+                .map_err(|e| ConfigError::Invalid(format!("bridge {}: {e}", b.trace_id)))?;
+        }
         Ok(Config {
+            bridges: raw.bridge,
             bind,
             hostname: raw.hostname.unwrap_or_else(|| "localhost".into()),
             location: raw.location.unwrap_or_else(|| "Earth".into()),

@@ -125,45 +125,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn whep_pull_config(a: WhepPullArgs) -> anyhow::Result<onair::bridge::BridgeConfig> {
-    use onair::input::whep::{signal::Endpoint, WhepConfig};
-    use onair::output::ws_pcm::{Fields, Payload, WsConfig};
-    anyhow::ensure!(
-        [8000, 16000, 24000, 48000].contains(&a.rate),
-        "--rate must be 8000, 16000, 24000 or 48000"
-    );
-    let payload = match a.payload.as_str() {
-        "pcm" => Payload::Pcm,
-        "wav" => Payload::Wav,
-        other => anyhow::bail!("--payload must be pcm or wav, not {other:?}"),
+    let spec = onair::bridge::BridgeSpec {
+        whep: a.whep,
+        ws: a.ws,
+        trace_id: a.trace_id,
+        stm_id: a.stm_id,
+        bearer: a.bearer,
+        rate: Some(a.rate),
+        channels: Some(a.channels),
+        chunk_ms: Some(a.chunk_ms),
+        payload: Some(a.payload),
+        ws_headers: a.ws_headers,
+        ice_servers: a.ice_servers,
+        message_fields: Some(a.message_fields),
+        buffer_secs: Some(a.buffer_secs),
     };
-    let headers = a
-        .ws_headers
-        .iter()
-        .map(|h| {
-            h.split_once(':')
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .with_context(|| format!("--ws-header {h:?} is not Name:value"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let fields = Fields::parse(&a.message_fields).map_err(anyhow::Error::msg)?;
-    Ok(onair::bridge::BridgeConfig {
-        whep: WhepConfig {
-            endpoint: Endpoint::parse(&a.whep, a.bearer)?,
-            ice_servers: a.ice_servers,
-        },
-        ws: WsConfig {
-            url: a.ws,
-            headers,
-            trace_id: a.trace_id,
-            stm_id: a.stm_id,
-            rate: a.rate,
-            channels: a.channels,
-            chunk_ms: a.chunk_ms,
-            payload,
-            fields,
-            buffer: Duration::from_secs(a.buffer_secs),
-        },
-    })
+    spec.to_config().map_err(anyhow::Error::msg)
 }
 
 async fn whep_pull(config: onair::bridge::BridgeConfig) -> anyhow::Result<()> {

@@ -42,6 +42,8 @@ pub struct Station {
     pub started_at: SystemTime,
     pub started: Instant,
     pub local_addr: SocketAddr,
+    /// WHEP → WebSocket bridges (`[[bridge]]` and `/api/bridges`).
+    pub bridges: crate::bridge::Registry,
 }
 
 impl Station {
@@ -85,8 +87,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         started_at: SystemTime::now(),
         started: Instant::now(),
         local_addr,
+        bridges: crate::bridge::Registry::default(),
         config,
     });
+    for spec in &station.config.bridges {
+        if let Err(e) = station.bridges.start(spec.clone(), &station.supervisor) {
+            tracing::error!(trace_id = %spec.trace_id, error = %e, "configured bridge not started");
+        }
+    }
     station
         .supervisor
         .spawn_service("front", front::run(listener, station.clone()));

@@ -2,6 +2,7 @@
 //! by axum on hyper, on connections the front has already read a head from.
 
 mod admin;
+mod bridges;
 mod pages;
 mod status;
 
@@ -25,6 +26,11 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/api/status", get(status::api_status))
         .route("/admin/metadata", get(admin::metadata))
         .route("/admin/metadata.xsl", get(admin::metadata))
+        .route("/api/bridges", get(bridges::list).post(bridges::create))
+        .route(
+            "/api/bridges/{id}",
+            get(bridges::get).delete(bridges::delete),
+        )
         .fallback(pages::fallback)
         .with_state(station)
 }

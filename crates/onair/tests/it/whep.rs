@@ -128,6 +128,10 @@ struct Received {
 }
 
 fn parse_message(text: &str, want_keys: &[&str], at: Instant) -> Received {
+    parse_message_of(text, want_keys, at, ("T1", "S1"))
+}
+
+fn parse_message_of(text: &str, want_keys: &[&str], at: Instant, ids: (&str, &str)) -> Received {
     let v: serde_json::Value = serde_json::from_str(text).expect("message is JSON");
     let obj = v.as_object().expect("message is an object");
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
@@ -135,8 +139,8 @@ fn parse_message(text: &str, want_keys: &[&str], at: Instant) -> Received {
     let mut want = want_keys.to_vec();
     want.sort_unstable();
     assert_eq!(keys, want, "exactly these fields: {text:.200}");
-    assert_eq!(obj["traceId"], "T1");
-    assert_eq!(obj["stmId"], "S1");
+    assert_eq!(obj["traceId"], ids.0);
+    assert_eq!(obj["stmId"], ids.1);
     let data = base64::engine::general_purpose::STANDARD
         .decode(obj["data"].as_str().expect("data is a string"))
         .expect("data is base64");
@@ -456,4 +460,151 @@ async fn a_whep_server_that_goes_away_is_reconnected_and_the_gap_filled() {
         all[gap..].iter().any(|&(t, n)| t == Some(440) && n >= 8),
         "tones after the reconnect: {all:?}"
     );
+}
+
+/// An HTTP request with a body through the server's web app; returns (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str, auth: bool, body: &str) -> (u16, String) {
+    let auth = if auth {
+        format!(
+            "Authorization: Basic {}\r\n",
+            crate::support::basic(crate::support::ADMIN.0, crate::support::ADMIN.1)
+        )
+    } else {
+        String::new()
+    };
+    let resp = crate::support::raw_request(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// Reads messages from one WebSocket connection until `n` arrived.
+async fn read_messages(
+    sock: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    n: usize,
+    ids: (&str, &str),
+) {
+    let keys = ["traceId", "stmId", "timestamp", "data"];
+    let mut got = 0;
+    while got < n {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        if let Some(Ok(Message::Text(t))) = next {
+            let m = parse_message_of(&t, &keys, Instant::now(), ids);
+            assert_eq!(m.pcm.len() * 2, CHUNK_BYTES);
+            got += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_from_config_and_the_api_run_and_stop() {
+    let whep = WhepServer::start(&[]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws.local_addr().unwrap();
+    let toml = format!(
+        "[[bridge]]\nwhep = \"{}\"\nws = \"ws://{ws_addr}/cfg\"\ntrace_id = \"T1\"\nstm_id = \"S1\"\n",
+        whep.url()
+    );
+    let running = crate::support::start(&toml).await;
+    let addr = running.local_addr();
+
+    // The configured bridge connects and streams.
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("configured bridge connects")
+        .unwrap();
+    let mut cfg_sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    read_messages(&mut cfg_sock, 5, ("T1", "S1")).await;
+
+    // The API wants the admin.
+    assert_eq!(http(addr, "GET", "/api/bridges", false, "").await.0, 401);
+    let (status, body) = http(addr, "POST", "/api/bridges", true, "{\"whep\": 1}").await;
+    assert_eq!(status, 400, "{body}");
+    let spec = format!(
+        "{{\"whep\":\"{}\",\"ws\":\"ws://{ws_addr}/api\",\"traceId\":\"T2\",\"stmId\":\"S2\",\"bearer\":\"secret\"}}",
+        whep.url()
+    );
+    let (status, body) = http(addr, "POST", "/api/bridges", true, &spec).await;
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(
+        !body.contains("secret"),
+        "the bearer token is never shown: {body}"
+    );
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("API bridge connects")
+        .unwrap();
+    let mut api_sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    read_messages(&mut api_sock, 5, ("T2", "S2")).await;
+
+    let (status, body) = http(addr, "GET", "/api/bridges", true, "").await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{body}");
+    let api = list.iter().find(|b| b["id"] == id.as_str()).unwrap();
+    assert_eq!(api["spec"]["trace_id"], "T2");
+    assert_eq!(api["ended"], serde_json::Value::Null);
+    assert_eq!(api["stats"]["state"], "connected");
+    assert!(
+        api["stats"]["messages_sent"].as_u64().unwrap() >= 5,
+        "{api}"
+    );
+
+    // DELETE stops it: WHEP session DELETEd, normal close, gone from the list.
+    let (status, body) = http(addr, "DELETE", &format!("/api/bridges/{id}"), true, "").await;
+    assert_eq!(status, 200, "{body}");
+    let stopped: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stopped["ended"], "stopped");
+    whep.expect("DELETE", Duration::from_secs(10));
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), api_sock.next())
+            .await
+            .expect("closed")
+        {
+            Some(Ok(Message::Close(c))) => {
+                assert_eq!(c.map(|c| c.code), Some(CloseCode::Normal));
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+    assert_eq!(
+        http(addr, "GET", &format!("/api/bridges/{id}"), true, "")
+            .await
+            .0,
+        404
+    );
+    let (_, body) = http(addr, "GET", "/api/bridges", true, "").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Server shutdown stops the configured one the same way.
+    assert!(running.shutdown(Duration::from_secs(15)).await);
+    whep.expect("DELETE", Duration::from_secs(10));
 }

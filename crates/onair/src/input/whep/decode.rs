@@ -524,7 +524,7 @@ mod tests {
 
     /// µ-law 0x80 is the largest positive level, 0xFF is zero.
     fn marker(k: u16) -> Vec<u8> {
-        vec![if k % 2 == 0 { 0x80 } else { 0xFF }; 160]
+        vec![if k & 1 == 0 { 0x80 } else { 0xFF }; 160]
     }
 
     #[test]
@@ -554,7 +554,7 @@ mod tests {
         // Each packet's audio sits in its own 20 ms slot, lost slots are silent.
         for k in 0..50usize {
             let mid = pcm[k * 320 + 160];
-            let want_loud = k % 2 == 0 && k != 30;
+            let want_loud = k & 1 == 0 && k != 30;
             assert_eq!(mid > 20_000, want_loud, "packet {k}: {mid}");
             if !want_loud {
                 assert!(mid.abs() < 1_000, "packet {k}: {mid}");

@@ -39,6 +39,7 @@ pub struct Stats {
     state: Mutex<String>,
     ice: Mutex<String>,
     ws: Mutex<String>,
+    codec: Mutex<String>,
     pub rtp_packets: AtomicU64,
     pub lost_packets: AtomicU64,
     pub dropped_packets: AtomicU64,
@@ -62,6 +63,8 @@ pub struct Snapshot {
     pub state: String,
     pub ice: String,
     pub websocket: String,
+    /// Codec of the current session: `opus`, `pcmu`, `pcma` (empty before the first packet).
+    pub codec: String,
     pub uptime_s: f64,
     pub seconds_received: f64,
     pub rtp_packets: u64,
@@ -83,6 +86,7 @@ impl Stats {
             state: text("starting"),
             ice: text("new"),
             ws: text("new"),
+            codec: text(""),
             rtp_packets: AtomicU64::new(0),
             lost_packets: AtomicU64::new(0),
             dropped_packets: AtomicU64::new(0),
@@ -122,6 +126,10 @@ impl Stats {
         Self::set(&self.ws, s);
     }
 
+    pub fn set_codec(&self, s: &str) {
+        Self::set(&self.codec, s);
+    }
+
     pub fn record_sent(&self, latency_s: f64) {
         self.messages_sent.fetch_add(1, Ordering::Relaxed);
         let us = (latency_s.max(0.0) * 1e6) as u64;
@@ -138,6 +146,7 @@ impl Stats {
             state: Self::get(&self.state),
             ice: Self::get(&self.ice),
             websocket: Self::get(&self.ws),
+            codec: Self::get(&self.codec),
             uptime_s: self.started.elapsed().as_secs_f64(),
             seconds_received: bytes as f64 / per_sec,
             rtp_packets: self.rtp_packets.load(Ordering::Relaxed),

@@ -40,6 +40,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Dropped-chunk warnings are summed over this long, not one line per chunk.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WsError {
@@ -300,6 +302,7 @@ pub async fn run(config: WsConfig, mut blocks: Receiver<Block>, stats: Arc<Stats
     let mut input_done = false;
     let mut drain_deadline: Option<Instant> = None;
     let mut dropped_logged = 0u64;
+    let mut last_drop_log = Instant::now() - DROP_LOG_EVERY;
 
     loop {
         // Deliver what is queued while connected.
@@ -344,12 +347,14 @@ pub async fn run(config: WsConfig, mut blocks: Receiver<Block>, stats: Arc<Stats
             }
         }
         let dropped = stats.ws_dropped.load(Ordering::Relaxed);
-        if dropped > dropped_logged {
+        if dropped > dropped_logged && last_drop_log.elapsed() >= DROP_LOG_EVERY {
             tracing::warn!(
+                dropped = dropped - dropped_logged,
                 dropped_total = dropped,
                 "WebSocket buffer full: oldest chunks dropped"
             );
             dropped_logged = dropped;
+            last_drop_log = Instant::now();
         }
 
         if ws.is_none() && Instant::now() >= retry_at {

@@ -319,6 +319,7 @@ async fn whep_pull_delivers_the_tone_sequence_and_deletes_on_stop() {
     check_tones(&msgs);
     let s = stats.snapshot();
     eprintln!("{s:?}");
+    assert_eq!(s.codec, "opus", "{s:?}");
     assert!(s.rtp_packets > 150, "{s:?}");
     assert_eq!(s.messages_sent as usize, msgs.len(), "{s:?}");
 }
@@ -607,4 +608,33 @@ async fn bridges_from_config_and_the_api_run_and_stop() {
     // Server shutdown stops the configured one the same way.
     assert!(running.shutdown(Duration::from_secs(15)).await);
     whep.expect("DELETE", Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_pcmu_is_decoded_as_g711() {
+    let server = WhepServer::start(&["--codec", "PCMU"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(&server.url(), ws.local_addr().unwrap(), "")).unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("bridge connects to the WebSocket")
+        .unwrap();
+    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let keys = ["traceId", "stmId", "timestamp", "data"];
+    let mut msgs = Vec::new();
+    while msgs.len() < 35 {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        if let Some(Ok(Message::Text(t))) = next {
+            msgs.push(parse_message(&t, &keys, Instant::now()));
+        }
+    }
+    let stats = bridge.stats.clone();
+    bridge.shutdown(Duration::from_secs(5)).await.unwrap();
+    check_timeline(&msgs);
+    check_tones(&msgs);
+    let s = stats.snapshot();
+    assert_eq!(s.codec, "pcmu", "{s:?}");
+    assert!(s.rtp_packets > 100, "{s:?}");
 }

@@ -48,6 +48,14 @@ pub enum Codec {
 }
 
 impl Codec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Opus => "opus",
+            Codec::Pcmu => "pcmu",
+            Codec::Pcma => "pcma",
+        }
+    }
+
     /// RTP clock rate.
     pub fn clock_rate(self) -> u32 {
         match self {
@@ -400,6 +408,7 @@ impl Stage {
             match Chain::new(codec, self.out) {
                 Ok(chain) => {
                     tracing::info!(?codec, "decoding");
+                    self.stats.set_codec(codec.name());
                     self.chain = Some(chain);
                 }
                 Err(e) => {

@@ -161,7 +161,9 @@ impl Endpoint {
         }
         let payload = match body {
             Some((content_type, text)) => {
-                req = req.header(header::CONTENT_TYPE, content_type);
+                req = req
+                    .header(header::CONTENT_TYPE, content_type)
+                    .header(header::ACCEPT, content_type);
                 Bytes::from(text)
             }
             None => Bytes::new(),

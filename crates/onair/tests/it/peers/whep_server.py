@@ -6,9 +6,10 @@ the session. Each session sends a tone sequence as Opus (48 kHz): each frequency
 loopback-only host candidates.
 
 Events go to stdout, one a line, flushed: "LISTEN <port>", "SESSION <id>",
-"CONNECTED <id>", "DELETE <id>", "CLOSED <id>".
+"CONNECTED <id>", "START <id> <unix time of the first sample>", "DELETE <id>",
+"CLOSED <id>".
 
-Options: --reject-first N answers the first N POSTs with 503 + Retry-After: 1, to exercise
+Options: --codec PCMU answers with G.711 µ-law only (PCMA: A-law). --reject-first N answers the first N POSTs with 503 + Retry-After: 1, to exercise
 the client's retry. --end-after SECS closes the first peer connection that long after
 it connected (the server goes away without DELETE), to exercise WHEP reconnection.
 """
@@ -23,7 +24,7 @@ import uuid
 
 import aioice.ice
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 import av
 
@@ -43,27 +44,30 @@ class ToneTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, tones, tone_secs):
+    def __init__(self, tones, tone_secs, sid):
         super().__init__()
-        self.tones = tones
-        self.tone_samples = int(tone_secs * RATE)
+        # One whole cycle of the sequence, made once: frames are slices of it.
+        n = int(tone_secs * RATE)
+        pcm = bytearray()
+        for i in range(n * len(tones)):
+            v = int(12000 * math.sin(2 * math.pi * tones[i // n] * i / RATE))
+            pcm += v.to_bytes(2, "little", signed=True)
+        self.cycle = bytes(pcm) * 2  # doubled so a frame never needs to wrap
+        self.sid = sid
         self.start = None
         self.sent = 0
 
     async def recv(self):
         if self.start is None:
             self.start = time.monotonic()
+            say("START", self.sid, f"{time.time():.6f}")
         due = self.start + self.sent / RATE
         wait = due - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        pcm = bytearray()
-        for i in range(self.sent, self.sent + FRAME):
-            freq = self.tones[(i // self.tone_samples) % len(self.tones)]
-            v = int(12000 * math.sin(2 * math.pi * freq * i / RATE))
-            pcm += v.to_bytes(2, "little", signed=True)
+        at = 2 * (self.sent % (len(self.cycle) // 4))
         frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
-        frame.planes[0].update(bytes(pcm))
+        frame.planes[0].update(self.cycle[at : at + 2 * FRAME])
         frame.sample_rate = RATE
         frame.pts = self.sent
         frame.time_base = fractions.Fraction(1, RATE)
@@ -78,6 +82,7 @@ async def main():
     ap.add_argument("--reject-first", type=int, default=0)
     ap.add_argument("--end-after", type=float, default=0.0)
     ap.add_argument("--token", default="")
+    ap.add_argument("--codec", default="", help="answer with only this codec (e.g. PCMU)")
     args = ap.parse_args()
     tones = [float(t) for t in args.tones.split(",")]
     sessions = {}
@@ -113,8 +118,14 @@ async def main():
             elif pc.connectionState in ("failed", "closed"):
                 say("CLOSED", sid)
 
+        # The track's transceiver exists before the offer is applied so that codec
+        # preferences (which aiortc applies while matching the offer) take effect.
+        pc.addTrack(ToneTrack(tones, args.tone_secs, sid))
+        for t in pc.getTransceivers():
+            if args.codec:
+                caps = RTCRtpSender.getCapabilities("audio").codecs
+                t.setCodecPreferences([c for c in caps if c.name == args.codec])
         await pc.setRemoteDescription(offer)
-        pc.addTrack(ToneTrack(tones, args.tone_secs))
         for t in pc.getTransceivers():
             t.direction = "sendonly"
         await pc.setLocalDescription(await pc.createAnswer())

@@ -102,28 +102,37 @@ impl Stats {
         }
     }
 
-    fn set(slot: &Mutex<String>, value: &str) {
+    /// Returns whether the value changed.
+    fn set(slot: &Mutex<String>, value: &str) -> bool {
         // A poisoned lock only means a panic elsewhere; the string is still usable.
         let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if *guard != value {
-            *guard = value.to_owned();
+        if *guard == value {
+            return false;
         }
+        *guard = value.to_owned();
+        true
     }
 
     fn get(slot: &Mutex<String>) -> String {
         slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Every change is logged (in the caller's span: the bridge's trace/stream ids).
     pub fn set_state(&self, s: &str) {
-        Self::set(&self.state, s);
+        if Self::set(&self.state, s) {
+            tracing::info!(state = s, "WHEP state");
+        }
     }
 
+    /// The driver logs ICE changes itself, with str0m's state name.
     pub fn set_ice(&self, s: &str) {
         Self::set(&self.ice, s);
     }
 
     pub fn set_ws(&self, s: &str) {
-        Self::set(&self.ws, s);
+        if Self::set(&self.ws, s) {
+            tracing::debug!(websocket = s, "WebSocket state");
+        }
     }
 
     pub fn set_codec(&self, s: &str) {

@@ -566,7 +566,8 @@ async fn bridges_from_config_and_the_api_run_and_stop() {
     assert_eq!(api["ended"], serde_json::Value::Null);
     assert_eq!(api["stats"]["state"], "connected");
     assert!(
-        api["stats"]["messages_sent"].as_u64().unwrap() >= 5,
+        // 5 received: the 5th was sent, so the 4th send had completed and was counted.
+        api["stats"]["messages_sent"].as_u64().unwrap() >= 4,
         "{api}"
     );
 

@@ -160,12 +160,12 @@ async def main():
             try:
                 banner = (await proc.stdout.readline()).decode()
                 api = "http://" + banner.split("listening on ")[1].strip() + "/api/bridges"
-                auth = aiohttp.BasicAuth("admin", "benchpw")
+                auth = {"Authorization": "Basic " + base64.b64encode(b"admin:benchpw").decode()}
                 async with aiohttp.ClientSession() as http:
                     for i in range(n):
                         name = f"{prefix}-{i}"
                         spec = {"whep": whep_url, "ws": f"{ws_base}/{name}", "traceId": name, "stmId": "S"}
-                        async with http.post(api, json=spec, auth=auth) as r:
+                        async with http.post(api, json=spec, headers=auth) as r:
                             assert r.status == 201, await r.text()
                         consumer.starts["/" + name] = await next_start()
                         await asyncio.sleep(STAGGER)

@@ -4,11 +4,13 @@
 //!
 //! Place in the data flow: inputs (AutoDJ, raw PCM sources, transcoders, WHEP) call into
 //! this crate from dedicated threads or `spawn_blocking`; nothing here depends on tokio or
-//! does I/O other than reading the files it is asked to decode.
+//! does I/O other than reading the files it is asked to decode. All `unsafe` (the codec
+//! bindings) is in the private `ffi` module.
 
 // `unsafe` lives in `ffi` alone, behind safe wrappers.
 #![deny(unsafe_code)]
 
+pub mod encode;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod g711;

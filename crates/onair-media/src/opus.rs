@@ -218,6 +218,16 @@ mod tests {
     }
 
     #[test]
+    fn decoder_moves_to_a_worker_thread() {
+        let mut dec = OpusDecoder::new(48_000, 2).unwrap();
+        let packets = encode_tone(48_000, 440.0, 1);
+        let got = std::thread::spawn(move || dec.decode(&packets[0], &mut Vec::new()))
+            .join()
+            .unwrap();
+        assert_eq!(got, Ok(960));
+    }
+
+    #[test]
     fn packet_frames_from_toc() {
         let packets = encode_tone(48_000, 440.0, 1);
         assert_eq!(OpusDecoder::packet_frames(&packets[0], 48_000), Ok(960));

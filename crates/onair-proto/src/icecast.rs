@@ -10,6 +10,9 @@ use thiserror::Error;
 /// Most headers a request may carry.
 const MAX_HEADERS: usize = 64;
 
+/// Header name/value pairs as sent.
+pub type Headers = Vec<(String, String)>;
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum HeadError {
     #[error("malformed request head: {0}")]
@@ -26,7 +29,7 @@ pub struct RequestHead {
     pub target: String,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     /// Bytes the head occupied; what follows belongs to the body.
     pub head_len: usize,
 }
@@ -182,6 +185,47 @@ pub fn audio_info_value<'a>(audio_info: &'a str, key: &str) -> Option<&'a str> {
         let (k, v) = kv.split_once('=')?;
         k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
     })
+}
+
+/// Splits the first line (password, or an `icy-*` header) off a SHOUTcast v1 source's
+/// bytes: `Ok(None)` until a newline arrives; CR is stripped.
+pub fn split_line(buf: &[u8], max: usize) -> Result<Option<(String, usize)>, HeadError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(i) if i <= max => {
+            let line = buf[..i].strip_suffix(b"\r").unwrap_or(&buf[..i]);
+            Ok(Some((String::from_utf8_lossy(line).into_owned(), i + 1)))
+        }
+        Some(_) => Err(HeadError::TooLarge(max)),
+        None if buf.len() > max => Err(HeadError::TooLarge(max)),
+        None => Ok(None),
+    }
+}
+
+/// Parses the `key:value` header lines a SHOUTcast v1 source sends after its password,
+/// up to the blank line. Returns the headers and the bytes they took, or `Ok(None)` while
+/// incomplete.
+pub fn parse_shoutcast_headers(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(Headers, usize)>, HeadError> {
+    let mut headers = Vec::new();
+    let mut used = 0;
+    while let Some((line, n)) = split_line(&buf[used..], max.saturating_sub(used))? {
+        used += n;
+        if line.is_empty() {
+            return Ok(Some((headers, used)));
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        if headers.len() > MAX_HEADERS {
+            return Err(HeadError::Malformed("too many headers"));
+        }
+    }
+    if buf.len() > max {
+        return Err(HeadError::TooLarge(max));
+    }
+    Ok(None)
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -407,6 +451,22 @@ mod tests {
             audio_info_value("bitrate=128;channels=2", "channels"),
             Some("2")
         );
+    }
+
+    #[test]
+    fn shoutcast_lines() {
+        assert_eq!(
+            split_line(b"secret\r\nicy", 256),
+            Ok(Some(("secret".into(), 8)))
+        );
+        assert_eq!(split_line(b"secr", 256), Ok(None));
+        assert!(split_line(&[b'a'; 300], 256).is_err());
+        let raw = b"icy-name:My Radio\nicy-genre: Jazz \ncontent-type:audio/aacp\n\n\xff\xf1";
+        let (h, used) = parse_shoutcast_headers(raw, 8192).unwrap().unwrap();
+        assert_eq!(h[0], ("icy-name".into(), "My Radio".into()));
+        assert_eq!(h[1].1, "Jazz");
+        assert_eq!(&raw[used..], b"\xff\xf1");
+        assert_eq!(parse_shoutcast_headers(b"icy-name:x\n", 8192), Ok(None));
     }
 
     #[test]

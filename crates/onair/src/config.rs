@@ -2,7 +2,11 @@
 //! [`Config`]. Defaults are documented in docs/CONFIG.md; `onair serve` with nothing at all
 //! starts a working station.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -35,10 +39,29 @@ pub struct RawConfig {
     #[serde(default)]
     pub defaults: RawMountSettings,
     #[serde(default)]
+    pub shoutcast: RawShoutcast,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
     pub mount: Vec<RawMount>,
     /// WHEP → WebSocket bridges started with the server (docs/BRIDGE.md).
     #[serde(default)]
     pub bridge: Vec<crate::bridge::BridgeSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShoutcast {
+    pub enabled: Option<bool>,
+    pub mount: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub bind: Option<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +80,7 @@ pub struct RawLimits {
     pub source_timeout: Option<f64>,
     pub header_timeout: Option<f64>,
     pub max_head_bytes: Option<usize>,
+    pub source_takeover: Option<f64>,
 }
 
 /// Mount settings that may be given per mount or under `[defaults]`.
@@ -69,6 +93,7 @@ pub struct RawMountSettings {
     pub metaint: Option<usize>,
     pub chunk_ms: Option<u64>,
     pub send_buffer: Option<usize>,
+    pub max_listener_duration: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +105,10 @@ pub struct RawMount {
     pub hidden: Option<bool>,
     pub fallback: Option<String>,
     pub fallback_override: Option<bool>,
+    pub fallback_when_full: Option<bool>,
+    pub fallback_file: Option<PathBuf>,
+    pub intro_file: Option<PathBuf>,
+    pub dump_file: Option<String>,
     pub stream_name: Option<String>,
     pub description: Option<String>,
     pub genre: Option<String>,
@@ -106,8 +135,27 @@ pub struct Config {
     pub auth: Auth,
     pub limits: Limits,
     pub defaults: MountSettings,
+    pub shoutcast: ShoutcastConfig,
+    pub tls: Option<TlsConfig>,
     pub mounts: Vec<MountConfig>,
     pub bridges: Vec<crate::bridge::BridgeSpec>,
+}
+
+/// A TLS listen socket: PEM certificate chain and private key, separate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub bind: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// SHOUTcast v1 source port: where it listens and which mount it feeds.
+#[derive(Debug, Clone)]
+pub struct ShoutcastConfig {
+    pub enabled: bool,
+    pub mount: String,
+    /// `None`: the main port + 1 (the convention every SHOUTcast client assumes).
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +175,9 @@ pub struct Limits {
     pub source_timeout: Duration,
     pub header_timeout: Duration,
     pub max_head_bytes: usize,
+    /// A source silent this long may be replaced by a new one with valid credentials
+    /// (a reconnecting client whose old TCP connection is dead); `None` = never.
+    pub source_takeover: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +192,8 @@ pub struct MountSettings {
     /// Kernel send buffer per listener socket (0 = kernel default). Bounds how much a stalled
     /// listener can hide in the kernel before the `queue_size` lag limit sees it.
     pub send_buffer: usize,
+    /// Listeners are disconnected after this long (`None` = no limit).
+    pub max_listener_duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +204,14 @@ pub struct MountConfig {
     pub hidden: bool,
     pub fallback: Option<String>,
     pub fallback_override: bool,
+    /// Listeners beyond `max_listeners` go to the fallback instead of getting an error.
+    pub fallback_when_full: bool,
+    /// Played (looped, real-time) to listeners when no source or fallback mount is live.
+    pub fallback_file: Option<PathBuf>,
+    /// Sent to each new listener before the live stream.
+    pub intro_file: Option<PathBuf>,
+    /// strftime pattern of a recording file per source connection.
+    pub dump_file: Option<String>,
     pub stream_name: Option<String>,
     pub description: Option<String>,
     pub genre: Option<String>,
@@ -161,15 +222,19 @@ pub struct MountConfig {
 pub const DEFAULT_BIND: &str = "0.0.0.0:8000";
 
 impl MountSettings {
-    fn resolve(raw: &RawMountSettings, base: &MountSettings) -> MountSettings {
-        MountSettings {
+    fn resolve(raw: &RawMountSettings, base: &MountSettings) -> Result<MountSettings, ConfigError> {
+        Ok(MountSettings {
             max_listeners: raw.max_listeners.unwrap_or(base.max_listeners),
             burst_size: raw.burst_size.unwrap_or(base.burst_size),
             queue_size: raw.queue_size.unwrap_or(base.queue_size),
             metaint: raw.metaint.unwrap_or(base.metaint),
             chunk: raw.chunk_ms.map_or(base.chunk, Duration::from_millis),
             send_buffer: raw.send_buffer.unwrap_or(base.send_buffer),
-        }
+            max_listener_duration: match raw.max_listener_duration {
+                None => base.max_listener_duration,
+                v => optional_secs(v, 0.0, "max_listener_duration")?,
+            },
+        })
     }
 
     fn validate(&self, what: &str) -> Result<(), ConfigError> {
@@ -199,6 +264,7 @@ impl Default for MountSettings {
             metaint: 16_000,
             chunk: Duration::from_millis(1000),
             send_buffer: 65_536,
+            max_listener_duration: None,
         }
     }
 }
@@ -241,8 +307,9 @@ impl Config {
             source_timeout: secs(raw.limits.source_timeout, 10.0, "source_timeout")?,
             header_timeout: secs(raw.limits.header_timeout, 15.0, "header_timeout")?,
             max_head_bytes: raw.limits.max_head_bytes.unwrap_or(8192).clamp(1024, 65536),
+            source_takeover: optional_secs(raw.limits.source_takeover, 2.0, "source_takeover")?,
         };
-        let defaults = MountSettings::resolve(&raw.defaults, &MountSettings::default());
+        let defaults = MountSettings::resolve(&raw.defaults, &MountSettings::default())?;
         defaults.validate("[defaults]")?;
         let mut mounts: Vec<MountConfig> = Vec::new();
         for m in raw.mount {
@@ -257,7 +324,11 @@ impl Config {
                 validate_mount_name(f)
                     .map_err(|e| ConfigError::Invalid(format!("mount {} fallback: {e}", m.name)))?;
             }
-            let settings = MountSettings::resolve(&m.settings, &defaults);
+            if let Some(d) = &m.dump_file {
+                crate::input::recording::validate_pattern(d)
+                    .map_err(|e| ConfigError::Invalid(format!("mount {}: {e}", m.name)))?;
+            }
+            let settings = MountSettings::resolve(&m.settings, &defaults)?;
             settings.validate(&format!("mount {}", m.name))?;
             mounts.push(MountConfig {
                 username: m.username.unwrap_or_else(|| "source".into()),
@@ -265,6 +336,10 @@ impl Config {
                 hidden: m.hidden.unwrap_or(false),
                 fallback: m.fallback,
                 fallback_override: m.fallback_override.unwrap_or(false),
+                fallback_when_full: m.fallback_when_full.unwrap_or(false),
+                fallback_file: m.fallback_file,
+                intro_file: m.intro_file,
+                dump_file: m.dump_file.filter(|d| !d.is_empty()),
                 stream_name: m.stream_name,
                 description: m.description,
                 genre: m.genre,
@@ -273,6 +348,27 @@ impl Config {
                 name: m.name,
             });
         }
+        check_fallback_chains(&mounts)?;
+        let shoutcast = ShoutcastConfig {
+            enabled: raw.shoutcast.enabled.unwrap_or(true),
+            mount: raw.shoutcast.mount.unwrap_or_else(|| "/stream".into()),
+            port: raw.shoutcast.port,
+        };
+        validate_mount_name(&shoutcast.mount)
+            .map_err(|e| ConfigError::Invalid(format!("[shoutcast] mount: {e}")))?;
+        let tls = match raw.tls {
+            None => None,
+            Some(t) => Some(TlsConfig {
+                bind: match t.bind {
+                    Some(b) => b.parse().map_err(|_| {
+                        ConfigError::Invalid(format!("[tls] bind: not an ADDR:PORT: {b:?}"))
+                    })?,
+                    None => SocketAddr::new(bind.ip(), 8443),
+                },
+                cert: t.cert,
+                key: t.key,
+            }),
+        };
         for b in &raw.bridge {
             b.to_config()
                 .map_err(|e| ConfigError::Invalid(format!("bridge {}: {e}", b.trace_id)))?;
@@ -280,6 +376,8 @@ impl Config {
         Ok(Config {
             bridges: raw.bridge,
             bind,
+            shoutcast,
+            tls,
             hostname: raw.hostname.unwrap_or_else(|| "localhost".into()),
             location: raw.location.unwrap_or_else(|| "Earth".into()),
             admin_email: raw
@@ -307,6 +405,36 @@ impl Config {
     }
 }
 
+/// Fallback chains may be long but must not come back to where they started.
+fn check_fallback_chains(mounts: &[MountConfig]) -> Result<(), ConfigError> {
+    for m in mounts {
+        let mut chain = vec![m.name.as_str()];
+        let mut next = m.fallback.as_deref();
+        while let Some(n) = next {
+            chain.push(n);
+            if n == m.name {
+                return Err(ConfigError::Invalid(format!(
+                    "mount {}: fallback chain loops: {}",
+                    m.name,
+                    chain.join(" -> ")
+                )));
+            }
+            if chain.len() > crate::mount::registry::MAX_FALLBACK_HOPS {
+                return Err(ConfigError::Invalid(format!(
+                    "mount {}: fallback chain longer than {} mounts",
+                    m.name,
+                    crate::mount::registry::MAX_FALLBACK_HOPS
+                )));
+            }
+            next = mounts
+                .iter()
+                .find(|o| o.name == n)
+                .and_then(|o| o.fallback.as_deref());
+        }
+    }
+    Ok(())
+}
+
 fn secs(v: Option<f64>, default: f64, key: &str) -> Result<Duration, ConfigError> {
     let v = v.unwrap_or(default);
     if !(0.1..=86_400.0).contains(&v) {
@@ -315,6 +443,14 @@ fn secs(v: Option<f64>, default: f64, key: &str) -> Result<Duration, ConfigError
         )));
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+/// Like [`secs`], but 0 means "off".
+fn optional_secs(v: Option<f64>, default: f64, key: &str) -> Result<Option<Duration>, ConfigError> {
+    match v.unwrap_or(default) {
+        0.0 => Ok(None),
+        v => secs(Some(v), default, key).map(Some),
+    }
 }
 
 fn pick_secret(flag: Option<String>, file: Option<String>) -> Result<(String, bool), ConfigError> {
@@ -337,7 +473,13 @@ fn generate_secret() -> Result<String, ConfigError> {
 }
 
 /// Paths that can never be mounts because the web app owns them.
-const RESERVED_PREFIXES: &[&str] = &["/admin", "/api", "/status-json.xsl", "/status.xsl"];
+const RESERVED_PREFIXES: &[&str] = &[
+    "/admin",
+    "/admin.cgi",
+    "/api",
+    "/status-json.xsl",
+    "/status.xsl",
+];
 
 /// A mount name is an absolute path of safe characters that does not collide with the web
 /// app or with playlist URLs (`/x.m3u` is the playlist of `/x`).
@@ -436,5 +578,19 @@ mod tests {
         }
         let raw: RawConfig = toml::from_str("[defaults]\nmetaint = 0").unwrap();
         assert!(Config::from_raw(raw, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn fallback_loops_are_refused() {
+        let load = |t: &str| Config::from_raw(toml::from_str(t).unwrap(), &Overrides::default());
+        let chain = "[[mount]]\nname = \"/a\"\nfallback = \"/b\"\n[[mount]]\nname = \"/b\"\nfallback = \"/c\"\n";
+        assert!(load(chain).is_ok(), "chains are fine");
+        let err = load(&format!(
+            "{chain}[[mount]]\nname = \"/c\"\nfallback = \"/a\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/a -> /b -> /c -> /a"), "{err}");
+        assert!(load("[[mount]]\nname = \"/a\"\nfallback = \"/a\"\n").is_err());
     }
 }

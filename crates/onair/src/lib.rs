@@ -7,12 +7,15 @@
 
 pub mod bridge;
 pub mod config;
+pub mod conn;
+pub mod control;
 pub mod front;
 pub mod input;
 pub mod mount;
 pub mod output;
 pub mod station;
 pub mod supervisor;
+pub mod tls;
 pub mod web;
 
 /// What the server calls itself in `Server:` headers and status pages.

@@ -1,5 +1,9 @@
-//! The only place in this crate with `unsafe`: thin, safe wrappers over native-style APIs.
-//! Each wrapper owns its handle, checks every buffer length before passing a pointer, and
-//! exposes plain integer results for the safe modules above to turn into errors.
+//! The only place in this crate with `unsafe`: safe wrappers over the C-shaped codec APIs
+//! (libopus as transpiled by `unsafe-libopus`, and the one LAME setter that
+//! `mp3lame-encoder` does not wrap). Every wrapper owns its native state exclusively, checks
+//! lengths before handing pointers over, and turns return codes into errors or plain
+//! integer results for the safe modules above.
 
+pub mod lame;
 pub(crate) mod libopus;
+pub mod opus;

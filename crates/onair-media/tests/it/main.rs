@@ -1,4 +1,5 @@
-//! Integration tests of onair-media against third-party tools (ffmpeg), which must be
-//! installed: a missing peer fails the test.
+//! Black-box tests of onair-media, with real third-party peers (ffmpeg/ffprobe) where the
+//! output must be understood by other software. A missing peer fails the test.
 
+mod encode;
 mod g711;

@@ -1,6 +1,7 @@
 //! Ogg pages: capture, CRC check, and per-logical-stream codec tracking, so that header
 //! pages are known (a late joiner must get them before any data page) and data pages get a
-//! duration from their granule positions.
+//! duration from their granule positions; and the writing side, [`PageWriter`], which lays
+//! packets of any size into pages for an encoder.
 //!
 //! Invariants: a page is `CodecHeader` exactly while its logical stream has not completed
 //! its codec's header packets (Vorbis 3, Opus 2, FLAC 1 + n, Speex 2 + n; unknown codecs:
@@ -93,7 +94,12 @@ pub fn crc32(data: &[u8]) -> u32 {
     })
 }
 
-fn page_crc_ok(page: &[u8]) -> bool {
+/// Whether a whole page's stored CRC matches its bytes (false for anything shorter than a
+/// page header).
+pub fn page_crc_ok(page: &[u8]) -> bool {
+    if page.len() < 27 {
+        return false;
+    }
     let stored = u32::from_le_bytes([page[22], page[23], page[24], page[25]]);
     let mut copy = page.to_vec();
     copy[22..26].fill(0);
@@ -298,6 +304,185 @@ fn identify(first: &[u8], granule: i64) -> LogicalStream {
     s
 }
 
+/// Header-type flag: the page begins with the rest of a packet from the previous page.
+pub const FLAG_CONTINUED: u8 = 0x01;
+/// Header-type flag: first page of a logical stream.
+pub const FLAG_BOS: u8 = 0x02;
+/// Header-type flag: last page of a logical stream.
+pub const FLAG_EOS: u8 = 0x04;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    #[error("{0} lacing values; a page holds at most 255")]
+    TooManySegments(usize),
+    #[error("body is {body} bytes but the lacing values add up to {lacing}")]
+    BodyMismatch { body: usize, lacing: usize },
+}
+
+/// Appends one page to `out`: the 27-byte header with these fields, the lacing values, the
+/// body (exactly as long as the lacing values add up to), CRC filled in.
+pub fn encode_page(
+    header_type: u8,
+    granule: i64,
+    serial: u32,
+    sequence: u32,
+    lacing: &[u8],
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), PageError> {
+    let segments =
+        u8::try_from(lacing.len()).map_err(|_| PageError::TooManySegments(lacing.len()))?;
+    let laced: usize = lacing.iter().map(|&l| usize::from(l)).sum();
+    if laced != body.len() {
+        return Err(PageError::BodyMismatch {
+            body: body.len(),
+            lacing: laced,
+        });
+    }
+    let start = out.len();
+    out.reserve(27 + lacing.len() + body.len());
+    out.extend_from_slice(b"OggS\0");
+    out.push(header_type);
+    out.extend_from_slice(&granule.to_le_bytes());
+    out.extend_from_slice(&serial.to_le_bytes());
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.push(segments);
+    out.extend_from_slice(lacing);
+    out.extend_from_slice(body);
+    let crc = crc32(&out[start..]);
+    out[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Lays one logical stream's packets into pages. A packet of any size is laced as
+/// `len / 255` values of 255 and one final value `len % 255` (so a multiple of 255 ends
+/// with a 0); a page is written as soon as its 255 lacing values are used up (a packet
+/// spanning pages makes the next one `continued`), otherwise when the caller flushes.
+///
+/// Invariants: the first page written is BOS, only the page written by [`finish`] is EOS,
+/// sequence numbers count up from 0 without gaps, and a page's granule is the one given
+/// with the last packet that ends on it, or -1 when none ends there.
+///
+/// [`finish`]: PageWriter::finish
+#[derive(Debug)]
+pub struct PageWriter {
+    serial: u32,
+    sequence: u32,
+    lacing: Vec<u8>,
+    body: Vec<u8>,
+    /// Granule of the last packet completed on the pending page; -1 when none has been.
+    granule: i64,
+    /// Granule of the last page written that had one (an empty EOS page repeats it).
+    last_granule: i64,
+    packets: usize,
+    /// The pending page begins with the rest of a packet begun on the previous page.
+    continued: bool,
+}
+
+impl PageWriter {
+    pub fn new(serial: u32) -> PageWriter {
+        PageWriter {
+            serial,
+            sequence: 0,
+            lacing: Vec::with_capacity(255),
+            body: Vec::new(),
+            granule: -1,
+            last_granule: 0,
+            packets: 0,
+            continued: false,
+        }
+    }
+
+    pub fn serial(&self) -> u32 {
+        self.serial
+    }
+
+    /// Pages written so far, which is the next page's sequence number.
+    pub fn pages_written(&self) -> u32 {
+        self.sequence
+    }
+
+    /// Packets that end on the page not yet written.
+    pub fn pending_packets(&self) -> usize {
+        self.packets
+    }
+
+    /// Adds a packet whose end has granule position `granule`. Pages that fill up are
+    /// appended to `out`; the rest waits for the next packet, [`flush`] or [`finish`].
+    ///
+    /// [`flush`]: PageWriter::flush
+    /// [`finish`]: PageWriter::finish
+    pub fn push_packet(&mut self, packet: &[u8], granule: i64, out: &mut Vec<u8>) {
+        let mut rest = packet;
+        loop {
+            if self.lacing.len() == 255 {
+                self.write_pending(0, out);
+            }
+            let n = rest.len().min(255);
+            // invariant: n <= 255.
+            self.lacing.push(n as u8);
+            self.body.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if n < 255 {
+                break;
+            }
+        }
+        self.granule = granule;
+        self.packets += 1;
+    }
+
+    /// Writes the pending page, if it holds anything, so that every packet pushed so far
+    /// that is complete is in `out`.
+    pub fn flush(&mut self, out: &mut Vec<u8>) {
+        if !self.lacing.is_empty() {
+            self.write_pending(0, out);
+        }
+    }
+
+    /// Ends the logical stream: writes the pending page (possibly empty) with the EOS flag.
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        self.write_pending(FLAG_EOS, out);
+    }
+
+    fn write_pending(&mut self, extra_flags: u8, out: &mut Vec<u8>) {
+        let mut flags = extra_flags;
+        if self.continued {
+            flags |= FLAG_CONTINUED;
+        }
+        if self.sequence == 0 {
+            flags |= FLAG_BOS;
+        }
+        let granule = if self.packets > 0 {
+            self.granule
+        } else if self.lacing.is_empty() {
+            self.last_granule
+        } else {
+            -1
+        };
+        // invariant: push_packet keeps at most 255 lacing values, each matched by its bytes.
+        encode_page(
+            flags,
+            granule,
+            self.serial,
+            self.sequence,
+            &self.lacing,
+            &self.body,
+            out,
+        )
+        .expect("pending page is well-formed");
+        if granule >= 0 {
+            self.last_granule = granule;
+        }
+        self.continued = self.lacing.last() == Some(&255);
+        self.sequence = self.sequence.wrapping_add(1);
+        self.lacing.clear();
+        self.body.clear();
+        self.granule = -1;
+        self.packets = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,7 +657,204 @@ mod tests {
         assert_eq!(durations, [960, 960, 960, 960]);
     }
 
+    /// Parses `stream` as back-to-back pages (all must check out) and returns each page's
+    /// header, lacing and body.
+    fn parse_pages(stream: &[u8]) -> Vec<(PageHeader, Vec<u8>, Vec<u8>)> {
+        let mut pages = Vec::new();
+        let mut rest = stream;
+        while !rest.is_empty() {
+            let h = parse_page_header(rest).unwrap().unwrap();
+            let page = &rest[..h.len];
+            assert!(page_crc_ok(page), "page {} CRC", pages.len());
+            let lacing = page[27..27 + usize::from(h.segments)].to_vec();
+            let body = page[27 + usize::from(h.segments)..].to_vec();
+            pages.push((h, lacing, body));
+            rest = &rest[h.len..];
+        }
+        pages
+    }
+
+    /// Reassembles packets from pages; returns them and, per page, the index of the last
+    /// packet that ends on it.
+    #[allow(clippy::type_complexity)]
+    fn packets_of(pages: &[(PageHeader, Vec<u8>, Vec<u8>)]) -> (Vec<Vec<u8>>, Vec<Option<usize>>) {
+        let mut packets = Vec::new();
+        let mut last_ending = Vec::new();
+        let mut cur = Vec::new();
+        for (_, lacing, body) in pages {
+            let mut at = 0;
+            let mut ended = None;
+            for &l in lacing {
+                cur.extend_from_slice(&body[at..at + usize::from(l)]);
+                at += usize::from(l);
+                if l < 255 {
+                    packets.push(std::mem::take(&mut cur));
+                    ended = Some(packets.len() - 1);
+                }
+            }
+            last_ending.push(ended);
+        }
+        assert!(cur.is_empty(), "stream ends inside a packet");
+        (packets, last_ending)
+    }
+
+    #[test]
+    fn writer_known_layout() {
+        let mut w = PageWriter::new(0x1234);
+        let mut out = Vec::new();
+        w.push_packet(b"OpusHead", 0, &mut out);
+        assert!(out.is_empty(), "a page waits for flush");
+        w.flush(&mut out);
+        w.push_packet(&[7; 255], 960, &mut out);
+        w.push_packet(&[], 1920, &mut out);
+        w.finish(&mut out);
+        let pages = parse_pages(&out);
+        assert_eq!(pages.len(), 2);
+        let (h0, l0, b0) = &pages[0];
+        assert_eq!(
+            (h0.header_type, h0.granule, h0.serial, h0.sequence),
+            (FLAG_BOS, 0, 0x1234, 0)
+        );
+        assert_eq!(
+            (l0.as_slice(), b0.as_slice()),
+            (&[8u8][..], &b"OpusHead"[..])
+        );
+        let (h1, l1, b1) = &pages[1];
+        assert_eq!(
+            (h1.header_type, h1.granule, h1.sequence),
+            (FLAG_EOS, 1920, 1)
+        );
+        assert_eq!(l1, &[255, 0, 0]);
+        assert_eq!(b1.len(), 255);
+        // The written header reads back field for field, and a flipped bit breaks the CRC.
+        let mut bad = out[..h0.len].to_vec();
+        bad[30] ^= 1;
+        assert!(!page_crc_ok(&bad));
+        assert!(!page_crc_ok(&out[..20]));
+    }
+
+    #[test]
+    fn encode_page_rejects_inconsistent_input() {
+        let mut out = Vec::new();
+        assert_eq!(
+            encode_page(0, 0, 1, 0, &[3], b"ab", &mut out),
+            Err(PageError::BodyMismatch { body: 2, lacing: 3 })
+        );
+        assert_eq!(
+            encode_page(0, 0, 1, 0, &[0; 256], b"", &mut out),
+            Err(PageError::TooManySegments(256))
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn writer_spans_huge_packets_over_pages() {
+        // (packet length, pages): 255 * 255 bytes need 256 lacing values, so a second page
+        // with the single terminating 0; one more byte gives the same layout with a 1.
+        for (len, want_pages) in [(255 * 255, 2), (255 * 255 + 1, 2), (3 * 255 * 255 + 17, 4)] {
+            let big: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut w = PageWriter::new(9);
+            let mut out = Vec::new();
+            w.push_packet(&big, 4800, &mut out);
+            assert_eq!(
+                out.len(),
+                (want_pages - 1) * (27 + 255 + 255 * 255),
+                "full pages are written at once"
+            );
+            w.flush(&mut out);
+            let pages = parse_pages(&out);
+            assert_eq!(pages.len(), want_pages);
+            for (i, (h, _, _)) in pages.iter().enumerate() {
+                let last = i + 1 == want_pages;
+                assert_eq!(h.granule, if last { 4800 } else { -1 }, "page {i} of {len}");
+                assert_eq!(h.continued(), i > 0);
+                assert_eq!(h.is_bos(), i == 0);
+            }
+            assert_eq!(packets_of(&pages).0, vec![big]);
+        }
+    }
+
+    #[test]
+    fn writer_pages_are_framed_as_opus_headers_then_audio() {
+        let mut head = b"OpusHead\x01\x02".to_vec();
+        head.resize(19, 0);
+        let mut w = PageWriter::new(5);
+        let mut out = Vec::new();
+        w.push_packet(&head, 0, &mut out);
+        w.flush(&mut out);
+        w.push_packet(b"OpusTags\0\0\0\0\0\0\0\0", 0, &mut out);
+        w.flush(&mut out);
+        for i in 1..=3 {
+            w.push_packet(&[i as u8; 100], 960 * i, &mut out);
+            w.flush(&mut out);
+        }
+        w.finish(&mut out);
+        let units = run(Format::Ogg, &out, &[77]);
+        let kinds: Vec<UnitKind> = units.iter().map(|(u, _)| u.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                UnitKind::CodecHeader,
+                UnitKind::CodecHeader,
+                UnitKind::Audio,
+                UnitKind::Audio,
+                UnitKind::Audio,
+                UnitKind::Audio
+            ]
+        );
+        let samples: Vec<u32> = units.iter().skip(2).map(|(u, _)| u.samples).collect();
+        assert_eq!(
+            samples,
+            [960, 960, 960, 0],
+            "empty EOS page repeats the last granule"
+        );
+    }
+
     proptest! {
+
+        #[test]
+        fn writer_round_trips_any_packets(
+            packets in prop::collection::vec((0usize..70_000, any::<bool>()), 0..8),
+            serial in any::<u32>(),
+        ) {
+            let mut w = PageWriter::new(serial);
+            let mut out = Vec::new();
+            let mut want = Vec::new();
+            for (i, &(len, flush)) in packets.iter().enumerate() {
+                let p: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+                let granule = 1000 * (i as i64 + 1);
+                let before = out.len();
+                w.push_packet(&p, granule, &mut out);
+                if flush {
+                    w.flush(&mut out);
+                }
+                // Whatever was appended is whole pages.
+                let appended = parse_pages(&out[before..]);
+                prop_assert_eq!(appended.iter().map(|(h, _, _)| h.len).sum::<usize>(), out.len() - before);
+                want.push((p, granule));
+            }
+            w.finish(&mut out);
+            let pages = parse_pages(&out);
+            prop_assert!(!pages.is_empty());
+            let (got, last_ending) = packets_of(&pages);
+            let mut prev_open = false;
+            for (i, (h, lacing, _)) in pages.iter().enumerate() {
+                // A page's granule is that of the last packet ending on it; -1 if none does
+                // (an empty EOS page repeats the previous granule).
+                match last_ending[i] {
+                    Some(k) => prop_assert_eq!(h.granule, want[k].1),
+                    None if lacing.is_empty() => prop_assert!(h.granule >= 0),
+                    None => prop_assert_eq!(h.granule, -1),
+                }
+                prop_assert_eq!(h.serial, serial);
+                prop_assert_eq!(h.sequence, i as u32);
+                prop_assert_eq!(h.is_bos(), i == 0);
+                prop_assert_eq!(h.is_eos(), i + 1 == pages.len());
+                prop_assert_eq!(h.continued(), prev_open);
+                prev_open = lacing.last() == Some(&255);
+            }
+            prop_assert_eq!(got, want.into_iter().map(|(p, _)| p).collect::<Vec<_>>());
+        }
         #[test]
         fn pages_survive_any_split(data_pages in 1u32..10, splits in prop::collection::vec(1usize..900, 1..6), junk in prop::collection::vec(0u8..0x40, 0..50)) {
             let (pages, _) = vorbis_link(3, data_pages);

@@ -7,19 +7,20 @@ use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use onair_proto::{
-    frame::{Format, Framer, UnitKind},
+    frame::{Format, Framer, Unit, UnitKind},
     icecast::{secrets_equal, ChunkedDecoder, RequestHead, StreamInfoHeaders},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::Instant,
 };
 
 use crate::{
     config::{validate_mount_name, Config},
+    conn::Conn,
     front::plain_response,
-    mount::SourceInfo,
+    input::recording::Recording,
+    mount::{SourceClaim, SourceInfo},
     station::Station,
 };
 
@@ -31,7 +32,7 @@ const MAX_JUNK_RUN: u64 = 64 * 1024;
 pub const REALM: &str = "Icecast2 Server";
 
 pub async fn run(
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
     head: RequestHead,
     body: Bytes,
@@ -43,7 +44,7 @@ pub async fn run(
         reply(&mut stream, 403, "Forbidden", "Invalid mountpoint\n").await;
         return;
     }
-    if !source_authorized(&station.config, &mount_name, &head) {
+    if !source_authorized(&station.config(), &mount_name, &head) {
         tracing::info!(%peer, mount = %mount_name, "source refused: bad or missing credentials");
         let msg = "You need to authenticate\n";
         let resp = format!(
@@ -73,11 +74,7 @@ pub async fn run(
         user_agent: head.header("user-agent").unwrap_or("").to_string(),
         connected_at: SystemTime::now(),
     };
-    let limits = &station.config.limits;
-    let (mount, ticket) = match station
-        .mounts
-        .attach_source(&mount_name, info, limits.max_sources)
-    {
+    let (mount, claim) = match station.attach_source(&mount_name, info) {
         Ok(ok) => ok,
         Err(e) => {
             tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
@@ -91,41 +88,122 @@ pub async fn run(
         ok.extend_from_slice(b"HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\n");
     }
     ok.extend_from_slice(b"HTTP/1.0 200 OK\r\n\r\n");
-    tracing::info!(%peer, mount = %mount_name, method = %head.method, ?format, "source connected");
+    log_connected(peer, &mount_name, &head.method, format, &claim);
     let outcome = match stream.write_all(&ok).await {
-        Ok(()) => pump(&mut stream, &head, body, format, &station, &mount, ticket).await,
+        Ok(()) => {
+            let chunked = head.is_chunked();
+            pump(&mut stream, chunked, body, format, &station, &mount, &claim).await
+        }
         Err(e) => Err(format!("cannot answer: {e}")),
     };
+    finish(&station, &mount, claim.ticket, peer, outcome);
+}
+
+pub(crate) fn log_connected(
+    peer: SocketAddr,
+    mount: &str,
+    method: &str,
+    format: Format,
+    claim: &SourceClaim,
+) {
+    if claim.took_over {
+        tracing::info!(%peer, %mount, %method, ?format, "source connected: took over from a silent predecessor; listeners stay");
+    } else {
+        tracing::info!(%peer, %mount, %method, ?format, "source connected");
+    }
+}
+
+/// Ends a source's turn: detach (listeners drain and close), forget an on-the-fly mount,
+/// log why it ended.
+pub(crate) fn finish(
+    station: &Station,
+    mount: &Arc<crate::mount::Mount>,
+    ticket: crate::mount::SourceTicket,
+    peer: SocketAddr,
+    outcome: Result<&'static str, String>,
+) {
+    let bytes = mount.status().bytes_in;
     mount.detach_source(ticket);
-    station.mounts.release(&mount);
-    let status = mount.status();
+    station.mounts.release(mount);
     match outcome {
-        Ok(why) => {
-            tracing::info!(%peer, mount = %mount_name, bytes = status.bytes_in, "source left: {why}")
-        }
-        Err(why) => {
-            tracing::warn!(%peer, mount = %mount_name, bytes = status.bytes_in, "source dropped: {why}")
-        }
+        Ok(why) => tracing::info!(%peer, mount = %mount.name, bytes, "source left: {why}"),
+        Err(why) => tracing::warn!(%peer, mount = %mount.name, bytes, "source dropped: {why}"),
     }
 }
 
 /// Moves body bytes into the mount. `Ok` carries a normal end reason, `Err` an abnormal one.
-async fn pump(
-    stream: &mut TcpStream,
-    head: &RequestHead,
+/// Records the connection to the mount's `dump_file` if one is configured.
+pub(crate) async fn pump(
+    stream: &mut Conn,
+    chunked: bool,
     first: Bytes,
     format: Format,
     station: &Station,
     mount: &crate::mount::Mount,
-    ticket: crate::mount::SourceTicket,
+    claim: &SourceClaim,
+) -> Result<&'static str, String> {
+    let mut recording = None;
+    if let Some(pattern) = mount
+        .conf()
+        .config
+        .as_ref()
+        .and_then(|c| c.dump_file.as_deref())
+    {
+        match Recording::create(pattern).await {
+            Ok(r) => {
+                tracing::info!(mount = %mount.name, file = %r.path().display(), "recording started");
+                recording = Some(r);
+            }
+            Err(e) => {
+                tracing::warn!(mount = %mount.name, %pattern, error = %e, "cannot start the recording; streaming without it")
+            }
+        }
+    }
+    let outcome = pump_body(
+        stream,
+        chunked,
+        first,
+        format,
+        station,
+        mount,
+        claim,
+        &mut recording,
+    )
+    .await;
+    if let Some(r) = recording {
+        let path = r.path().to_path_buf();
+        match r.finish().await {
+            Ok(bytes) => {
+                tracing::info!(mount = %mount.name, file = %path.display(), bytes, "recording closed")
+            }
+            Err(e) => {
+                tracing::warn!(mount = %mount.name, file = %path.display(), error = %e, "recording could not be completed")
+            }
+        }
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pump_body(
+    stream: &mut Conn,
+    chunked: bool,
+    first: Bytes,
+    format: Format,
+    station: &Station,
+    mount: &crate::mount::Mount,
+    claim: &SourceClaim,
+    recording: &mut Option<Recording>,
 ) -> Result<&'static str, String> {
     let token = station.supervisor.token().clone();
-    let source_timeout = station.config.limits.source_timeout;
+    let ticket = claim.ticket;
+    let source_timeout = station.config().limits.source_timeout;
     let flush_after = mount
+        .conf()
         .settings
         .chunk
         .max(std::time::Duration::from_millis(50));
-    let mut chunked = head.is_chunked().then(ChunkedDecoder::default);
+    let mut chunked = chunked.then(ChunkedDecoder::default);
     let mut framer = Framer::new(format);
     let mut raw = BytesMut::from(&first[..]);
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -157,6 +235,12 @@ async fn pump(
         if !units.is_empty() && !mount.ingest(ticket, &buf[..used], &units, framer.stream_info()) {
             return Ok("replaced by another source");
         }
+        if let Some(rec) = recording.as_mut() {
+            if let Err(e) = record(rec, &buf[..used], &units).await {
+                tracing::warn!(mount = %mount.name, file = %rec.path().display(), error = %e, "recording stopped (write failed); streaming goes on");
+                *recording = None;
+            }
+        }
         buf.advance(used);
         if junk_run > MAX_JUNK_RUN {
             return Err(format!(
@@ -168,6 +252,7 @@ async fn pump(
         }
         let read = tokio::select! {
             _ = token.cancelled() => return Ok("server shutting down"),
+            _ = claim.cancel.cancelled() => return Ok("killed or taken over"),
             r = tokio::time::timeout(flush_after, stream.read_buf(&mut raw)) => r,
         };
         match read {
@@ -183,6 +268,18 @@ async fn pump(
             }
         }
     }
+}
+
+/// Writes the stream units (not junk) of `data` to the recording.
+async fn record(rec: &mut Recording, data: &[u8], units: &[Unit]) -> std::io::Result<()> {
+    let mut pos = 0;
+    for u in units {
+        if u.kind != UnitKind::Junk {
+            rec.write(&data[pos..pos + u.len]).await?;
+        }
+        pos += u.len;
+    }
+    Ok(())
 }
 
 /// Source credentials: the mount's own user/password if configured, else user `source`
@@ -205,7 +302,7 @@ pub fn source_authorized(config: &Config, mount: &str, head: &RequestHead) -> bo
     }
 }
 
-async fn reply(stream: &mut TcpStream, code: u16, reason: &str, body: &str) {
+async fn reply(stream: &mut Conn, code: u16, reason: &str, body: &str) {
     let _ = stream
         .write_all(plain_response(code, reason, body).as_bytes())
         .await;

@@ -6,6 +6,7 @@
 //! byte where it was set; chunks never split a frame or page; publishing never waits for a
 //! listener (slow listeners fall behind and are dropped by their own task).
 
+pub mod audience;
 pub mod describe;
 pub mod registry;
 pub mod ring;
@@ -13,8 +14,8 @@ pub mod ring;
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard, OnceLock, RwLock,
     },
     time::{Duration, Instant, SystemTime},
 };
@@ -26,12 +27,19 @@ use onair_proto::{
     icy::{encode_block, StreamMeta},
 };
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{MountConfig, MountSettings};
+use audience::Audience;
+use registry::AttachError;
 use ring::{Chunk, Ring};
 
 /// A chunk is published once it holds this much audio even if `chunk` time isn't reached.
 const MAX_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Names the internal mount that plays a mount's `fallback_file` (`#` cannot appear in a
+/// mount name, so it never collides with a real one and cannot be requested).
+pub const FILE_FALLBACK_SUFFIX: &str = "#fallback_file";
 
 /// What the current source told us about itself.
 #[derive(Debug, Clone)]
@@ -49,8 +57,11 @@ struct Live {
     info: SourceInfo,
     codec: StreamInfo,
     started: Instant,
+    last_data: Instant,
     bytes_in: u64,
     junk_bytes: u64,
+    /// Cancelled when the source is killed or taken over: its task stops reading.
+    cancel: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -89,16 +100,104 @@ pub struct MountStats {
 pub struct Mount {
     pub name: String,
     /// `None` for mounts created on the fly by a source.
-    pub config: Option<MountConfig>,
-    pub settings: MountSettings,
+    /// Configuration and effective settings; swapped whole by a reload.
+    conf: RwLock<Arc<MountConf>>,
     state: Mutex<State>,
     tick: watch::Sender<u64>,
+    /// Mirrors `state.live.is_some()` for lock-free checks on every listener wake-up.
+    live: AtomicBool,
+    /// Where listeners go when the source ends (changeable at run time by the admin API).
+    fallback: RwLock<Option<String>>,
     pub stats: MountStats,
+    pub audience: Audience,
+    /// The internal mount playing this mount's `fallback_file`, once started.
+    pub file_fallback: OnceLock<Arc<Mount>>,
+    /// Sent to each new listener before the stream (`intro_file`).
+    pub intro: OnceLock<Arc<crate::input::file::AudioFile>>,
+}
+
+/// A mount's configuration (`None`: created on the fly by a source) and the settings in
+/// effect (its own, or `[defaults]`).
+#[derive(Debug)]
+pub struct MountConf {
+    pub config: Option<MountConfig>,
+    pub settings: MountSettings,
+}
+
+impl MountConf {
+    fn new(config: Option<MountConfig>, defaults: &MountSettings) -> MountConf {
+        let settings = config
+            .as_ref()
+            .map_or_else(|| defaults.clone(), |c| c.settings.clone());
+        MountConf { config, settings }
+    }
+
+    /// Bytes of audio the ring keeps: the burst, the allowed lag, and the chunk in the making.
+    fn retain(&self) -> usize {
+        self.settings.queue_size.max(self.settings.burst_size) + MAX_CHUNK_BYTES
+    }
 }
 
 /// Proof that the caller is the mount's current source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceTicket(u64);
+
+/// A source's claim on a mount: its ticket, and the token that stops it.
+#[derive(Debug)]
+pub struct SourceClaim {
+    pub ticket: SourceTicket,
+    pub cancel: CancellationToken,
+    /// The mount was held by a silent predecessor that this source replaced.
+    pub took_over: bool,
+}
+
+/// What must agree for a listener to move between two streams without its decoder
+/// noticing: the bitstream family and codec, and (MPEG/ADTS) rate and channels. Unknown
+/// values (0, "") match anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compat {
+    pub format: Format,
+    pub codec: &'static str,
+    pub sample_rate: u32,
+    pub channels: u8,
+}
+
+impl Compat {
+    pub fn new(format: Format, codec: &StreamInfo) -> Compat {
+        Compat {
+            format,
+            codec: codec.codec,
+            sample_rate: codec.sample_rate,
+            channels: codec.channels,
+        }
+    }
+
+    pub fn accepts(&self, other: &Compat) -> bool {
+        let same = |a: u32, b: u32| a == 0 || b == 0 || a == b;
+        let codec = self.codec.is_empty() || other.codec.is_empty() || self.codec == other.codec;
+        // Ogg carries its own codec headers (sent on a switch), so rate and channels may
+        // change with the chain link; a raw MPEG/ADTS decoder must not see them change.
+        let params = self.format == Format::Ogg
+            || (same(self.sample_rate, other.sample_rate)
+                && same(u32::from(self.channels), u32::from(other.channels)));
+        self.format == other.format && codec && params
+    }
+
+    /// A human-readable description for error messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:?}/{} {} Hz {} ch",
+            self.format,
+            if self.codec.is_empty() {
+                "?"
+            } else {
+                self.codec
+            },
+            self.sample_rate,
+            self.channels
+        )
+    }
+}
 
 /// Everything a new listener needs: what to announce, and where to start.
 #[derive(Debug)]
@@ -113,6 +212,7 @@ pub struct StreamFacts {
     pub content_type: String,
     pub headers: StreamInfoHeaders,
     pub codec: StreamInfo,
+    pub format: Format,
 }
 
 /// A listener's position in the mount (kept for the listener's lifetime: keep it small).
@@ -156,13 +256,11 @@ pub struct MountStatus {
 
 impl Mount {
     pub fn new(name: String, config: Option<MountConfig>, defaults: &MountSettings) -> Mount {
-        let settings = config
-            .as_ref()
-            .map_or_else(|| defaults.clone(), |c| c.settings.clone());
-        let retain = settings.queue_size.max(settings.burst_size) + MAX_CHUNK_BYTES;
+        let fallback = config.as_ref().and_then(|c| c.fallback.clone());
+        let conf = MountConf::new(config, defaults);
+        let retain = conf.retain();
         Mount {
             name,
-            config,
             state: Mutex::new(State {
                 live: None,
                 generation: 0,
@@ -175,9 +273,50 @@ impl Mount {
                 ogg: OggHeaders::default(),
             }),
             tick: watch::Sender::new(0),
-            settings,
+            live: AtomicBool::new(false),
+            fallback: RwLock::new(fallback),
+            conf: RwLock::new(Arc::new(conf)),
             stats: MountStats::default(),
+            audience: Audience::default(),
+            file_fallback: OnceLock::new(),
+            intro: OnceLock::new(),
         }
+    }
+
+    /// The internal mount that plays `parent`'s fallback file.
+    pub fn for_fallback_file(parent: &Mount) -> Mount {
+        Mount::new(
+            format!("{}{FILE_FALLBACK_SUFFIX}", parent.name),
+            None,
+            &parent.conf().settings,
+        )
+    }
+
+    /// The configuration in force now.
+    pub fn conf(&self) -> Arc<MountConf> {
+        self.conf.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.conf().config.is_some()
+    }
+
+    pub fn is_hidden(&self) -> bool {
+        self.conf().config.as_ref().is_some_and(|c| c.hidden)
+    }
+
+    /// Applies a reloaded configuration (`None`: the mount is no longer configured and lives
+    /// on as an on-the-fly mount while its source stays). Listeners and the source stay
+    /// connected; new settings apply from the next listener, chunk or connection on.
+    pub fn reconfigure(&self, config: Option<MountConfig>, defaults: &MountSettings) {
+        let conf = MountConf::new(config, defaults);
+        self.set_fallback(conf.config.as_ref().and_then(|c| c.fallback.clone()));
+        self.lock().ring.set_retain(conf.retain());
+        *self.conf.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(conf);
+    }
+
+    pub fn is_file_fallback(&self) -> bool {
+        self.name.ends_with(FILE_FALLBACK_SUFFIX)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -187,38 +326,112 @@ impl Mount {
     }
 
     pub fn is_live(&self) -> bool {
-        self.lock().live.is_some()
+        self.live.load(Ordering::Acquire)
     }
 
-    /// Makes `info`'s connection the mount's source, unless one is already attached.
-    pub fn attach_source(&self, info: SourceInfo) -> Option<SourceTicket> {
+    /// The mount listeners go to when this one's source ends.
+    pub fn fallback(&self) -> Option<String> {
+        self.fallback
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_fallback(&self, fallback: Option<String>) {
+        *self.fallback.write().unwrap_or_else(|p| p.into_inner()) = fallback;
+    }
+
+    /// Whether listeners that fell back from here return as soon as a source is back.
+    pub fn recalls_listeners(&self) -> bool {
+        self.conf()
+            .config
+            .as_ref()
+            .is_some_and(|c| c.fallback_override)
+    }
+
+    /// What the current stream is, for listener moves.
+    pub fn compat(&self) -> Option<Compat> {
+        let st = self.lock();
+        st.live
+            .as_ref()
+            .map(|l| Compat::new(l.info.format, &l.codec))
+    }
+
+    /// Makes `info`'s connection the mount's source. A mount held by a source that has
+    /// sent nothing for `takeover_after` (a dead connection the kernel has not noticed yet:
+    /// the client is reconnecting) is taken over: listeners stay and hear the new source,
+    /// the title stays until the new source sets one. Otherwise a held mount is in use.
+    pub fn attach_source(
+        &self,
+        info: SourceInfo,
+        takeover_after: Option<Duration>,
+    ) -> Result<SourceClaim, AttachError> {
         let mut st = self.lock();
-        if st.live.is_some() {
-            return None;
-        }
+        let took_over = match &st.live {
+            None => false,
+            Some(old) => match takeover_after {
+                Some(after) if old.last_data.elapsed() >= after => {
+                    old.cancel.cancel();
+                    publish(&mut st);
+                    true
+                }
+                _ => return Err(AttachError::InUse),
+            },
+        };
         st.generation += 1;
         st.stream_start = st.ring.end_offset();
         st.ogg = OggHeaders::default();
-        st.title = None;
-        st.meta_block = encode_block(&StreamMeta::default());
+        if !took_over {
+            st.title = None;
+            st.meta_block = encode_block(&StreamMeta::default());
+        }
+        let cancel = CancellationToken::new();
+        let now = Instant::now();
         st.live = Some(Live {
             info,
             codec: StreamInfo::default(),
-            started: Instant::now(),
+            started: now,
+            last_data: now,
             bytes_in: 0,
             junk_bytes: 0,
+            cancel: cancel.clone(),
         });
-        Some(SourceTicket(st.generation))
+        self.live.store(true, Ordering::Release);
+        Ok(SourceClaim {
+            ticket: SourceTicket(st.generation),
+            cancel,
+            took_over,
+        })
     }
 
-    /// Publishes what is pending and detaches the source; listeners drain and close.
+    /// Publishes what is pending and detaches the source; listeners drain and then fall
+    /// back or close.
     pub fn detach_source(&self, ticket: SourceTicket) {
-        let mut st = self.lock();
+        let st = self.lock();
         if st.generation != ticket.0 || st.live.is_none() {
             return;
         }
+        self.end_source(st);
+    }
+
+    /// Disconnects whatever source is attached (admin `killsource`). Returns whether
+    /// there was one.
+    pub fn kill_source(&self) -> bool {
+        let st = self.lock();
+        let Some(live) = &st.live else {
+            return false;
+        };
+        live.cancel.cancel();
+        self.end_source(st);
+        true
+    }
+
+    fn end_source(&self, mut st: MutexGuard<'_, State>) {
         publish(&mut st);
-        st.live = None;
+        if let Some(live) = st.live.take() {
+            live.cancel.cancel();
+        }
+        self.live.store(false, Ordering::Release);
         let end = st.ring.end_seq();
         drop(st);
         self.tick.send_replace(end);
@@ -237,7 +450,7 @@ impl Mount {
         if st.generation != ticket.0 || st.live.is_none() {
             return false;
         }
-        let chunk = self.settings.chunk;
+        let chunk = self.conf().settings.chunk;
         let mut published = false;
         let mut pos = 0usize;
         for unit in units {
@@ -285,6 +498,7 @@ impl Mount {
         if let Some(live) = st.live.as_mut() {
             live.bytes_in += pos as u64;
             live.codec = codec;
+            live.last_data = Instant::now();
         }
         let end = st.ring.end_seq();
         drop(st);
@@ -324,12 +538,20 @@ impl Mount {
 
     /// Registers a new listener: burst start, Ogg headers, and a wake-up channel.
     pub fn subscribe(&self) -> Option<Subscription> {
+        self.subscribe_with_burst(self.conf().settings.burst_size)
+    }
+
+    /// Registers a listener moving here from another mount: it already has audio buffered,
+    /// so it starts at the newest chunk (a frame/page boundary), Ogg headers first.
+    pub fn subscribe_moving(&self) -> Option<Subscription> {
+        self.subscribe_with_burst(0)
+    }
+
+    fn subscribe_with_burst(&self, burst: usize) -> Option<Subscription> {
         let ticks = self.tick.subscribe();
         let st = self.lock();
         let live = st.live.as_ref()?;
-        let mut seq = st
-            .ring
-            .burst_start(self.settings.burst_size, st.stream_start);
+        let mut seq = st.ring.burst_start(burst, st.stream_start);
         let mut prefix = Vec::new();
         if !st.ogg.pages.is_empty() {
             match st.ring.seq_at_offset(st.ogg.start) {
@@ -343,6 +565,7 @@ impl Mount {
                 content_type: live.info.content_type.clone(),
                 headers: live.info.headers.clone(),
                 codec: live.codec,
+                format: live.info.format,
             },
             start: StartPosition {
                 prefix,
@@ -392,10 +615,27 @@ impl Mount {
         }
     }
 
+    /// Wakes every listener so it reads the newest order (see [`Audience`]).
+    pub fn order(&self, order: audience::Order) {
+        self.audience.order(order);
+        self.wake_listeners();
+    }
+
+    /// Counts a listener arriving by a move (fallback, `moveclients`): never refused, so
+    /// nobody is dropped in a switch.
+    pub fn listener_moved_in(&self) {
+        let n = self.stats.listeners.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.listener_peak.fetch_max(n, Ordering::Relaxed);
+    }
+
+    pub fn listener_moved_out(&self) {
+        self.stats.listeners.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Counts a new listener unless the mount is at `max_listeners` (checked and counted
     /// in one step, so simultaneous joins cannot overshoot).
     pub fn try_join_listener(&self) -> bool {
-        let max = self.settings.max_listeners;
+        let max = self.conf().settings.max_listeners;
         let joined = self
             .stats
             .listeners

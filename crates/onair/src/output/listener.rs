@@ -6,31 +6,47 @@
 //! chunk it has not yet sent — ICY blocks included — as one vectored write of shared
 //! buffers. A listener more than `queue_size` bytes behind is dropped; it never slows the
 //! mount or other listeners.
+//!
+//! Moves: a listener remembers the mount it asked for (`home`) and streams from `mount`.
+//! When that mount's source ends it moves along the fallback chain; with
+//! `fallback_override` it returns home as soon as a source is back; admin orders kill or
+//! move it. Every move happens between chunks, so at a frame/page boundary, and only to a
+//! stream of the same format (Ogg: the new codec headers are sent first).
 
 use std::{
     io,
     io::IoSlice,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
+    time::Instant,
 };
 
 use bytes::{Buf, Bytes};
 use onair_proto::{icecast::RequestHead, icy::Interleaver};
-use tokio::{io::AsyncWriteExt, net::TcpStream, sync::watch};
+use tokio::{io::AsyncWriteExt, sync::watch};
 
 use crate::{
+    conn::Conn,
     front::plain_response,
-    mount::{describe, Mount, Read, StartPosition, StreamFacts, Subscription},
+    mount::{
+        audience::{ClientInfo, Order},
+        describe, Compat, Mount, Read, StartPosition, StreamFacts, Subscription,
+    },
     station::Station,
 };
 
 /// Most buffers handed to one writev call (the kernel's IOV_MAX is 1024).
 const MAX_IOV: usize = 256;
 
+/// Longest user agent kept for `listclients`.
+const MAX_USER_AGENT: usize = 200;
+
 enum Stop {
     Io(io::Error),
     Lagged,
     Shutdown,
+    Killed,
+    Expired,
 }
 
 /// What a listener's request asked for: all that is kept of it.
@@ -39,6 +55,7 @@ pub struct Request {
     mount: String,
     method: Method,
     icy: bool,
+    user_agent: Box<str>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +75,13 @@ impl Request {
                 _ => Method::Get,
             },
             icy: head.wants_icy_metadata(),
+            user_agent: head
+                .header("user-agent")
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_USER_AGENT)
+                .collect(),
         }
     }
 }
@@ -65,24 +89,30 @@ impl Request {
 /// A listener that was accepted and is ready to stream: the only per-listener state that
 /// lives for the connection's lifetime (kept small: there may be tens of thousands).
 pub struct Streamer {
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: Conn,
+    id: u64,
+    /// The mount the listener asked for.
+    home: Arc<Mount>,
+    /// The mount it streams from now (`home` or a fallback).
     mount: Arc<Mount>,
     station: Arc<Station>,
     start: StartPosition,
     icy: Option<Interleaver>,
+    compat: Compat,
+    orders_seen: u64,
+    joined: Instant,
     response_head: Bytes,
 }
 
 /// Answers everything that is not streaming (404, full mount, HEAD, OPTIONS) and returns
 /// the [`Streamer`] for a listener that is to get audio.
 pub async fn prepare(
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
     request: Request,
     station: Arc<Station>,
 ) -> Option<Streamer> {
-    let Some(mount) = station.mounts.get(&request.mount) else {
+    let Some(home) = station.mounts.get(&request.mount) else {
         let _ = stream.write_all(not_found().as_bytes()).await;
         return None;
     };
@@ -94,34 +124,83 @@ pub async fn prepare(
         let _ = stream.write_all(resp.as_bytes()).await;
         return None;
     }
-    let Some(Subscription { facts, start }) = mount.subscribe() else {
+    // A mount without a source serves its fallback; a full one its fallback if configured.
+    let mut mount = home.clone();
+    if !mount.is_live() {
+        match station.mounts.fallback_for(&home) {
+            Some(m) => mount = m,
+            None => {
+                let _ = stream.write_all(not_found().as_bytes()).await;
+                return None;
+            }
+        }
+    }
+    if request.method == Method::Get && !mount.try_join_listener() {
+        let overflow = home
+            .conf()
+            .config
+            .as_ref()
+            .is_some_and(|c| c.fallback_when_full)
+            .then(|| station.mounts.fallback_for(&home))
+            .flatten()
+            .filter(|f| f.try_join_listener());
+        match overflow {
+            Some(f) => {
+                tracing::debug!(%peer, mount = %home.name, to = %f.name, "mount full: listener sent to the fallback");
+                mount = f;
+            }
+            None => {
+                tracing::info!(%peer, mount = %home.name, "listener refused: mount full");
+                let resp = plain_response(503, "Service Unavailable", "Mount is full\n");
+                let _ = stream.write_all(resp.as_bytes()).await;
+                return None;
+            }
+        }
+    }
+    let Some(Subscription { facts, mut start }) = mount.subscribe() else {
+        // The source left between the check and here.
+        if request.method == Method::Get {
+            mount.listener_moved_out();
+        }
         let _ = stream.write_all(not_found().as_bytes()).await;
         return None;
     };
-    let settings = &mount.settings;
-    if request.method == Method::Get && !mount.try_join_listener() {
-        tracing::info!(%peer, mount = %mount.name, "listener refused: mount full");
-        let resp = plain_response(503, "Service Unavailable", "Mount is full\n");
-        let _ = stream.write_all(resp.as_bytes()).await;
-        return None;
+    let compat = Compat::new(facts.format, &facts.codec);
+    if let Some(intro) = home.intro.get().filter(|i| i.compat().accepts(&compat)) {
+        start.prefix.insert(0, intro.data.clone());
     }
+    let home_conf = home.conf();
+    let settings = &home_conf.settings;
     let icy = request.icy.then(|| Interleaver::new(settings.metaint));
     let response_head = response_head(&mount, &facts, icy.as_ref().map(|i| i.metaint()));
     if request.method == Method::Head {
         let _ = stream.write_all(response_head.as_bytes()).await;
         return None;
     }
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     if settings.send_buffer > 0 {
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(settings.send_buffer);
+        let _ = socket2::SockRef::from(stream.tcp()).set_send_buffer_size(settings.send_buffer);
     }
+    let id = station.next_listener_id();
+    mount.audience.add(
+        id,
+        ClientInfo {
+            peer,
+            user_agent: request.user_agent,
+            connected_at: Instant::now(),
+        },
+    );
     Some(Streamer {
         stream,
-        peer,
+        id,
+        home,
+        orders_seen: mount.audience.last_order(),
+        compat,
         mount,
         station,
         start,
         icy,
+        joined: Instant::now(),
         response_head: Bytes::from(response_head),
     })
 }
@@ -129,12 +208,16 @@ pub async fn prepare(
 impl Streamer {
     /// Streams until the client leaves, lags too far, the source ends, or shutdown.
     pub async fn run(mut self) {
-        let (mount, peer) = (self.mount.clone(), self.peer);
         Station::count(&self.station.counters.listener_connections);
-        tracing::debug!(%peer, mount = %mount.name, icy = self.icy.is_some(), "listener joined");
+        tracing::debug!(id = self.id, mount = %self.mount.name, icy = self.icy.is_some(), "listener joined");
         let mut sent = 0u64;
         let stop = self.stream(&mut sent).await;
+        let mount = self.mount.clone();
         mount.listener_left(sent);
+        let peer = mount
+            .audience
+            .remove(self.id)
+            .map_or_else(|| "?".to_string(), |c| c.peer.to_string());
         match stop {
             Ok(()) => {
                 tracing::debug!(%peer, mount = %mount.name, sent, "listener done: stream ended")
@@ -147,6 +230,12 @@ impl Streamer {
                 mount.stats.lagged_listeners.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, mount = %mount.name, sent, "listener dropped: more than queue_size behind");
             }
+            Err(Stop::Killed) => {
+                tracing::info!(%peer, mount = %mount.name, sent, "listener disconnected by an admin")
+            }
+            Err(Stop::Expired) => {
+                tracing::info!(%peer, mount = %mount.name, sent, "listener disconnected: max_listener_duration reached")
+            }
         }
         let _ = self.stream.shutdown().await;
     }
@@ -156,15 +245,33 @@ impl Streamer {
     /// The streaming loop. Its locals are what an idle listener costs besides `self`.
     async fn stream(&mut self, sent: &mut u64) -> Result<(), Stop> {
         let token = self.station.supervisor.token().clone();
-        let queue_size = self.mount.settings.queue_size as u64;
+        let max_duration = self.home.conf().settings.max_listener_duration;
         let mut segs: Vec<Bytes> = vec![std::mem::take(&mut self.response_head)];
-        let mut prefix = std::mem::take(&mut self.start.prefix);
         // Offset up to which this listener's data has been fully written (lag reference).
         let mut written = self.mount.offset_of(self.start.seq);
         loop {
             self.start.ticks.borrow_and_update();
             if token.is_cancelled() {
                 return Err(Stop::Shutdown);
+            }
+            if max_duration.is_some_and(|d| self.joined.elapsed() >= d) {
+                return Err(Stop::Expired);
+            }
+            match self.take_order() {
+                Some(Order::Kill(_)) => return Err(Stop::Killed),
+                Some(Order::MoveAll(to))
+                    if self.switch_to(to.clone(), "moved by an admin", &mut written) =>
+                {
+                    continue
+                }
+                _ => {}
+            }
+            if !Arc::ptr_eq(&self.mount, &self.home)
+                && (self.home.recalls_listeners() || self.mount.is_file_fallback())
+                && self.home.is_live()
+                && self.switch_to(self.home.clone(), "source is back", &mut written)
+            {
+                continue;
             }
             // Scratch space is per wake-up: a burst-sized Vec kept for the life of each of
             // thousands of listeners would dominate their memory.
@@ -173,7 +280,7 @@ impl Streamer {
             if let Read::Data(next) = read {
                 let (first, live_seq) = (self.start.seq, self.start.live_seq);
                 let current = &self.start.current_meta;
-                for p in prefix.drain(..) {
+                for p in self.start.prefix.drain(..) {
                     push_audio(&mut segs, &mut self.icy, p, current);
                 }
                 for (i, c) in chunks.drain(..).enumerate() {
@@ -196,17 +303,28 @@ impl Streamer {
                 let write = write_watching(
                     &mut self.stream,
                     std::mem::take(&mut segs),
-                    &self.mount,
-                    &mut self.start.ticks,
-                    written,
-                    queue_size,
-                    &token,
+                    Watch {
+                        mount: &self.mount,
+                        ticks: &mut self.start.ticks,
+                        written,
+                        id: self.id,
+                        orders_seen: self.orders_seen,
+                        token: &token,
+                    },
                 );
                 *sent += Box::pin(write).await?;
                 written = target;
                 continue;
             }
             if read == Read::Ended {
+                let next = if self.home.is_live() && !Arc::ptr_eq(&self.home, &self.mount) {
+                    Some(self.home.clone())
+                } else {
+                    self.station.mounts.fallback_for(&self.mount)
+                };
+                if next.is_some_and(|to| self.switch_to(to, "source ended", &mut written)) {
+                    continue;
+                }
                 return Ok(());
             }
             // Shutdown also ticks every mount (see `front::run`), so one future suffices
@@ -218,6 +336,51 @@ impl Streamer {
     }
 }
 
+impl Streamer {
+    /// The newest admin order for this listener, if one came since the last look.
+    fn take_order(&mut self) -> Option<Order> {
+        let last = self.mount.audience.last_order();
+        if last == self.orders_seen {
+            return None;
+        }
+        let order = self.mount.audience.order_for(self.id, self.orders_seen);
+        self.orders_seen = last;
+        order
+    }
+
+    /// Moves to `to` at the next chunk boundary, if its stream is compatible. The
+    /// listener's ICY counter carries on; Ogg codec headers of `to` go out first.
+    fn switch_to(&mut self, to: Arc<Mount>, why: &str, written: &mut u64) -> bool {
+        if Arc::ptr_eq(&to, &self.mount) {
+            return false;
+        }
+        let Some(compat) = to.compat() else {
+            return false;
+        };
+        if !self.compat.accepts(&compat) {
+            tracing::warn!(id = self.id, from = %self.mount.name, to = %to.name,
+                "listener not moved ({why}): {} stream cannot continue as {}",
+                self.compat.describe(), compat.describe());
+            return false;
+        }
+        let Some(sub) = to.subscribe_moving() else {
+            return false;
+        };
+        let from = std::mem::replace(&mut self.mount, to);
+        from.listener_moved_out();
+        self.mount.listener_moved_in();
+        if let Some(info) = from.audience.remove(self.id) {
+            self.mount.audience.add(self.id, info);
+        }
+        tracing::info!(id = self.id, from = %from.name, to = %self.mount.name, "listener moved: {why}");
+        self.orders_seen = self.mount.audience.last_order();
+        self.start = sub.start;
+        self.compat = compat;
+        *written = self.mount.offset_of(self.start.seq);
+        true
+    }
+}
+
 fn push_audio(segs: &mut Vec<Bytes>, icy: &mut Option<Interleaver>, audio: Bytes, meta: &Bytes) {
     match icy {
         Some(il) => il.interleave(&audio, meta, segs),
@@ -225,26 +388,40 @@ fn push_audio(segs: &mut Vec<Bytes>, icy: &mut Option<Interleaver>, audio: Bytes
     }
 }
 
-/// Writes `segs` while watching the mount: if the listener's last fully written position
-/// falls more than `queue_size` behind the live edge, it is dropped.
-async fn write_watching(
-    stream: &mut TcpStream,
-    mut segs: Vec<Bytes>,
-    mount: &Mount,
-    ticks: &mut watch::Receiver<u64>,
+/// What a write in flight keeps an eye on.
+struct Watch<'a> {
+    mount: &'a Mount,
+    ticks: &'a mut watch::Receiver<u64>,
+    /// The listener's last fully written stream offset.
     written: u64,
-    queue_size: u64,
-    token: &tokio_util::sync::CancellationToken,
+    id: u64,
+    orders_seen: u64,
+    token: &'a tokio_util::sync::CancellationToken,
+}
+
+/// Writes `segs` while watching the mount: if the listener's last fully written position
+/// falls more than `queue_size` behind the live edge, it is dropped; an admin kill also
+/// ends a write that is stuck on a client that stopped reading.
+async fn write_watching(
+    stream: &mut Conn,
+    mut segs: Vec<Bytes>,
+    w: Watch<'_>,
 ) -> Result<u64, Stop> {
+    let queue_size = w.mount.conf().settings.queue_size as u64;
     let write = write_segments(stream, &mut segs);
     tokio::pin!(write);
     loop {
         tokio::select! {
             r = &mut write => return r.map_err(Stop::Io),
-            _ = token.cancelled() => return Err(Stop::Shutdown),
-            r = ticks.changed() => {
-                if r.is_err() || mount.lag_behind(written) > queue_size {
+            _ = w.token.cancelled() => return Err(Stop::Shutdown),
+            r = w.ticks.changed() => {
+                if r.is_err() || w.mount.lag_behind(w.written) > queue_size {
                     return Err(Stop::Lagged);
+                }
+                if w.mount.audience.last_order() != w.orders_seen
+                    && matches!(w.mount.audience.order_for(w.id, w.orders_seen), Some(Order::Kill(_)))
+                {
+                    return Err(Stop::Killed);
                 }
             }
         }
@@ -252,7 +429,7 @@ async fn write_watching(
 }
 
 /// Writes all of `segs` with vectored writes, then clears it. Returns bytes written.
-async fn write_segments(stream: &mut TcpStream, segs: &mut Vec<Bytes>) -> io::Result<u64> {
+async fn write_segments(stream: &mut Conn, segs: &mut Vec<Bytes>) -> io::Result<u64> {
     let mut total = 0u64;
     let mut start = 0;
     while start < segs.len() {
@@ -303,7 +480,7 @@ fn header_safe(v: &str) -> String {
 }
 
 fn response_head(mount: &Mount, sub: &StreamFacts, metaint: Option<usize>) -> String {
-    let labels = describe::labels(mount.config.as_ref(), &sub.headers);
+    let labels = describe::labels(mount.conf().config.as_ref(), &sub.headers);
     let mut out = format!(
         "HTTP/1.0 200 OK\r\nServer: {}\r\nContent-Type: {}\r\nCache-Control: no-cache, no-store\r\nPragma: no-cache\r\nExpires: Mon, 26 Jul 1997 05:00:00 GMT\r\nConnection: Close\r\n{CORS}",
         crate::SERVER_ID,

@@ -3,40 +3,20 @@
 
 use std::sync::Arc;
 
+use super::admin::refuse_unless_admin;
+use crate::{
+    bridge::{BridgeSpec, RegistryError},
+    station::Station,
+};
 use axum::{
     extract::{rejection::JsonRejection, Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
-use onair_proto::icecast::{parse_basic_auth, secrets_equal};
-
-use crate::{
-    bridge::{BridgeSpec, RegistryError},
-    input::source::REALM,
-    station::Station,
-};
-
-fn is_admin(station: &Station, headers: &HeaderMap) -> bool {
-    let a = &station.config.auth;
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_basic_auth)
-        .is_some_and(|c| c.user == a.admin_user && secrets_equal(&c.password, &a.admin_password))
-}
 
 fn text(status: StatusCode, message: &str) -> Response {
     (status, format!("{message}\n")).into_response()
-}
-
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [("www-authenticate", format!("Basic realm=\"{REALM}\""))],
-        "You need to authenticate\n",
-    )
-        .into_response()
 }
 
 pub async fn create(
@@ -44,8 +24,8 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Json<BridgeSpec>, JsonRejection>,
 ) -> Response {
-    if !is_admin(&station, &headers) {
-        return unauthorized();
+    if let Some(refusal) = refuse_unless_admin(&station, &headers) {
+        return refusal;
     }
     let Json(spec) = match body {
         Ok(b) => b,
@@ -66,8 +46,8 @@ pub async fn create(
 }
 
 pub async fn list(State(station): State<Arc<Station>>, headers: HeaderMap) -> Response {
-    if !is_admin(&station, &headers) {
-        return unauthorized();
+    if let Some(refusal) = refuse_unless_admin(&station, &headers) {
+        return refusal;
     }
     Json(station.bridges.list()).into_response()
 }
@@ -77,8 +57,8 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !is_admin(&station, &headers) {
-        return unauthorized();
+    if let Some(refusal) = refuse_unless_admin(&station, &headers) {
+        return refusal;
     }
     match station.bridges.get(&id) {
         Some(info) => Json(info).into_response(),
@@ -93,8 +73,8 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !is_admin(&station, &headers) {
-        return unauthorized();
+    if let Some(refusal) = refuse_unless_admin(&station, &headers) {
+        return refusal;
     }
     match station.bridges.stop(&id).await {
         Some(info) => Json(info).into_response(),

@@ -2,6 +2,7 @@
 //! by axum on hyper, on connections the front has already read a head from.
 
 mod admin;
+mod api;
 mod bridges;
 mod pages;
 mod status;
@@ -26,6 +27,16 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/api/status", get(status::api_status))
         .route("/admin/metadata", get(admin::metadata))
         .route("/admin/metadata.xsl", get(admin::metadata))
+        .route("/admin/stats", get(admin::stats))
+        .route("/admin/stats.xml", get(admin::stats))
+        .route("/admin/listmounts", get(admin::listmounts))
+        .route("/admin/listclients", get(admin::listclients))
+        .route("/admin/killclient", get(admin::killclient))
+        .route("/admin/killsource", get(admin::killsource))
+        .route("/admin/moveclients", get(admin::moveclients))
+        .route("/admin/fallbacks", get(admin::fallbacks))
+        .route("/admin.cgi", get(admin::shoutcast_metadata))
+        .merge(api::routes())
         .route("/api/bridges", get(bridges::list).post(bridges::create))
         .route(
             "/api/bridges/{id}",
@@ -89,6 +100,12 @@ pub fn base_url(station: &Station, headers: &HeaderMap) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
         })
         .map(str::to_string)
-        .unwrap_or_else(|| format!("{}:{}", station.config.hostname, station.local_addr.port()));
+        .unwrap_or_else(|| {
+            format!(
+                "{}:{}",
+                station.config().hostname,
+                station.local_addr.port()
+            )
+        });
     format!("{proto}://{host}")
 }

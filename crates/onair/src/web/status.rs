@@ -28,9 +28,9 @@ pub async fn icecast_json(
         .collect();
     let start = unix(station.started_at);
     let mut stats = Map::new();
-    stats.insert("admin".into(), station.config.admin_email.clone().into());
-    stats.insert("host".into(), station.config.hostname.clone().into());
-    stats.insert("location".into(), station.config.location.clone().into());
+    stats.insert("admin".into(), station.config().admin_email.clone().into());
+    stats.insert("host".into(), station.config().hostname.clone().into());
+    stats.insert("location".into(), station.config().location.clone().into());
     stats.insert("server_id".into(), crate::SERVER_ID.into());
     stats.insert("server_start".into(), rfc2822(start).into());
     stats.insert("server_start_iso8601".into(), iso8601(start).into());
@@ -62,7 +62,7 @@ fn icecast_source(m: &Mount, base: &str) -> Value {
         .as_ref()
         .map(|s| s.headers.clone())
         .unwrap_or_default();
-    let labels = describe::labels(m.config.as_ref(), &sent);
+    let labels = describe::labels(m.conf().config.as_ref(), &sent);
     let started = st.source.as_ref().map_or(0, |s| unix(s.connected_at));
     let bitrate = describe::bitrate_kbps(&sent, &st.codec);
     let mut o = Map::new();
@@ -122,6 +122,82 @@ fn icecast_source(m: &Mount, base: &str) -> Value {
     Value::Object(o)
 }
 
+/// Server-wide figures for `/admin/stats` (Icecast's element names).
+pub fn admin_stats(station: &Station) -> Value {
+    let c = &station.counters;
+    let mounts = station.mounts.all();
+    let listeners: usize = mounts
+        .iter()
+        .map(|m| m.stats.listeners.load(Ordering::Relaxed))
+        .sum();
+    let start = unix(station.started_at);
+    let listener_total = c.listener_connections.load(Ordering::Relaxed);
+    let connections = c.connections.load(Ordering::Relaxed);
+    json!({
+        "admin": station.config().admin_email,
+        "client_connections": connections.saturating_sub(c.source_connections.load(Ordering::Relaxed)),
+        "clients": listeners + station.mounts.live_sources(),
+        "connections": connections,
+        "host": station.config().hostname,
+        "listener_connections": listener_total,
+        "listeners": listeners,
+        "location": station.config().location,
+        "server_id": crate::SERVER_ID,
+        "server_start": rfc2822(start),
+        "server_start_iso8601": iso8601(start),
+        "source_client_connections": c.source_connections.load(Ordering::Relaxed),
+        "source_total_connections": c.source_connections.load(Ordering::Relaxed),
+        "sources": station.mounts.live_sources(),
+    })
+}
+
+/// One mount for `/admin/stats`: the public fields plus what only an operator sees.
+pub fn admin_source(m: &Mount, base: &str) -> Value {
+    let mut v = icecast_source(m, base);
+    let st = m.status();
+    if let Value::Object(o) = &mut v {
+        o.remove("dummy");
+        o.insert(
+            "max_listeners".into(),
+            m.conf().settings.max_listeners.to_string().into(),
+        );
+        o.insert(
+            "public".into(),
+            u8::from(
+                st.source
+                    .as_ref()
+                    .is_some_and(|s| s.headers.public == Some(true)),
+            )
+            .into(),
+        );
+        o.insert(
+            "slow_listeners".into(),
+            m.stats.lagged_listeners.load(Ordering::Relaxed).into(),
+        );
+        o.insert(
+            "source_ip".into(),
+            st.source
+                .as_ref()
+                .map_or(String::new(), |s| s.peer.ip().to_string())
+                .into(),
+        );
+        o.insert("total_bytes_read".into(), st.bytes_in.into());
+        o.insert(
+            "total_bytes_sent".into(),
+            m.stats.bytes_sent.load(Ordering::Relaxed).into(),
+        );
+        o.insert(
+            "user_agent".into(),
+            st.source
+                .as_ref()
+                .map_or(String::new(), |s| s.user_agent.clone())
+                .into(),
+        );
+        o.insert("fallback".into(), m.fallback().unwrap_or_default().into());
+    }
+    v
+}
+
 pub async fn api_status(
     State(station): State<Arc<Station>>,
     headers: HeaderMap,
@@ -131,7 +207,7 @@ pub async fn api_status(
         .mounts
         .all()
         .iter()
-        .filter(|m| !m.config.as_ref().is_some_and(|c| c.hidden))
+        .filter(|m| !m.is_hidden())
         .map(|m| api_mount(m, &base))
         .collect();
     let listeners: usize = station
@@ -157,9 +233,10 @@ pub async fn api_status(
     }))
 }
 
-fn api_mount(m: &Mount, base: &str) -> Value {
+pub fn api_mount(m: &Mount, base: &str) -> Value {
     let st = m.status();
-    let cfg = m.config.as_ref();
+    let conf = m.conf();
+    let cfg = conf.config.as_ref();
     let sent = st
         .source
         .as_ref()
@@ -205,11 +282,11 @@ fn visible_live(station: &Station) -> Vec<Arc<Mount>> {
         .mounts
         .all()
         .into_iter()
-        .filter(|m| m.is_live() && !m.config.as_ref().is_some_and(|c| c.hidden))
+        .filter(|m| m.is_live() && !m.is_hidden())
         .collect()
 }
 
-fn unix(t: SystemTime) -> i64 {
+pub fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
@@ -253,7 +330,7 @@ fn rfc2822(secs: i64) -> String {
     )
 }
 
-fn iso8601(secs: i64) -> String {
+pub fn iso8601(secs: i64) -> String {
     let (y, mo, d, h, mi, s, _) = civil(secs);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+0000")
 }

@@ -10,17 +10,6 @@ use std::{
 
 use crate::support::*;
 
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "test peer `{tool}` is not installed: run `bash .ci/run`, which installs it"
-    );
-}
-
 fn require_python_shout() {
     let ok = Command::new("python3")
         .args(["-c", "import shout"])
@@ -140,6 +129,83 @@ async fn ffmpeg_decode(url: &str, seconds: u32) -> (f64, String) {
     })
     .await
     .unwrap()
+}
+
+/// A real-time ffmpeg source of a sine tone, encoded live to 128k MP3.
+fn ffmpeg_tone_source(freq: u32, url: &str) -> Peer {
+    require("ffmpeg");
+    Peer(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-re", "-f", "lavfi", "-i"])
+            .arg(format!("sine=f={freq}:r=44100"))
+            .args(["-ac", "2", "-c:a", "libmp3lame", "-b:a", "128k"])
+            .args(["-content_type", "audio/mpeg", "-f", "mp3", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The strongest of `candidates` (Hz) in 8 kHz mono samples.
+fn dominant(samples: &[i16], candidates: &[f64]) -> f64 {
+    let power = |f: f64| {
+        let w = 2.0 * std::f64::consts::PI * f / 8000.0;
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for &x in samples {
+            let s0 = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2
+    };
+    candidates
+        .iter()
+        .copied()
+        .max_by(|a, b| power(*a).total_cmp(&power(*b)))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_listener_keeps_decoding_across_a_fallback_switch() {
+    let srv = start(
+        "[defaults]\nchunk_ms = 200\n[[mount]]\nname = \"/main\"\nfallback = \"/backup\"\n[[mount]]\nname = \"/backup\"\n",
+    )
+    .await;
+    let addr = srv.local_addr();
+    let _backup = ffmpeg_tone_source(1000, &format!("icecast://source:{PASS}@{addr}/backup"));
+    let main = ffmpeg_tone_source(440, &format!("icecast://source:{PASS}@{addr}/main"));
+    wait_live(addr, "/backup").await;
+    wait_live(addr, "/main").await;
+    let url = format!("http://{addr}/main");
+    let listener = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args(["30", "ffmpeg", "-nostdin", "-v", "error", "-i", &url])
+            .args(["-t", "9", "-f", "s16le", "-ac", "1", "-ar", "8000", "-"])
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(main); // the live source dies; the listener must go on with /backup
+    let out = listener.await.unwrap();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(errors.trim().is_empty(), "ffmpeg decode errors: {errors}");
+    let samples: Vec<i16> = out
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    assert!(
+        samples.len() >= 8000 * 85 / 10,
+        "decoded {} samples",
+        samples.len()
+    );
+    let tones = [440.0, 1000.0];
+    assert_eq!(dominant(&samples[..8000], &tones), 440.0, "starts on /main");
+    let tail = &samples[samples.len() - 8000..];
+    assert_eq!(dominant(tail, &tones), 1000.0, "ends on the fallback");
+    srv.shutdown(Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,5 +432,42 @@ async fn chained_ogg_late_joiner_gets_the_new_links_headers() {
         "stream info follows the new link: {status}"
     );
     sender.abort();
+    srv.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libshout_shoutcast_v1_source_with_titles() {
+    require_python_shout();
+    let dir = scratch("shout-icy");
+    let input = make_input(&dir, "in.mp3", &["-c:a", "libmp3lame", "-b:a", "128k"], 10);
+    let srv = start_with_shoutcast("[defaults]\nmetaint = 8192\nchunk_ms = 200\n").await;
+    let addr = srv.local_addr();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/peers/shout_source.py");
+    let titles = ["One", "Two – ünïcode; 'quoted'"];
+    let mut child = Peer(
+        Command::new("python3")
+            .arg(&script)
+            .args(["127.0.0.1", &addr.port().to_string(), "/ignored", PASS])
+            .arg(&input)
+            .args(titles)
+            .env("SHOUT_PROTOCOL", "icy")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_live(addr, "/stream").await;
+    let mut l = Listener::get(addr, "/stream", true).await;
+    let metaint = l.metaint().unwrap();
+    l.fill(50_000).await;
+    let (_, seen) = deinterleave(&l.body, metaint);
+    assert!(
+        seen.iter().any(|(_, t)| t == titles[1]),
+        "titles seen: {seen:?}"
+    );
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "python-shout (icy) source failed");
     srv.shutdown(Duration::from_secs(2)).await;
 }

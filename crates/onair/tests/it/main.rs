@@ -2,6 +2,9 @@
 //! bytes (wire) or real third-party clients (interop).
 
 mod interop;
+mod ops;
+mod process;
 mod support;
+mod tls;
 mod whep;
 mod wire;

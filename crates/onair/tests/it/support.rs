@@ -21,21 +21,67 @@ pub const ADMIN: (&str, &str) = ("admin", "adminpw");
 /// Every network step in a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);
 
+/// The test configuration: `toml_text` with the test credentials, listening on `bind`.
+pub fn config(toml_text: &str, bind: SocketAddr) -> Config {
+    let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+    let ov = Overrides {
+        bind: Some(bind),
+        source_password: Some(PASS.into()),
+        admin_user: Some(ADMIN.0.into()),
+        admin_password: Some(ADMIN.1.into()),
+    };
+    Config::from_raw(raw, &ov).expect("valid config")
+}
+
 pub async fn start(toml_text: &str) -> Running {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
-    let ov = Overrides {
-        bind: Some("127.0.0.1:0".parse().unwrap()),
-        source_password: Some(PASS.into()),
-        admin_user: Some(ADMIN.0.into()),
-        admin_password: Some(ADMIN.1.into()),
-    };
-    station::start(Config::from_raw(raw, &ov).expect("valid config"))
+    station::start(config(toml_text, "127.0.0.1:0".parse().unwrap()))
         .await
         .expect("server starts")
+}
+
+/// Fails the test loudly when a third-party peer is missing.
+pub fn require(tool: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "test peer `{tool}` is not installed: run `bash .ci/run`, which installs it"
+    );
+}
+
+/// Starts a station whose SHOUTcast port is the main port + 1 (what SHOUTcast clients
+/// assume), retrying with other ports if that one is taken.
+pub async fn start_with_shoutcast(toml_text: &str) -> Running {
+    for _ in 0..20 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port == u16::MAX {
+            continue;
+        }
+        let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+        let ov = Overrides {
+            bind: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+            source_password: Some(PASS.into()),
+            admin_user: Some(ADMIN.0.into()),
+            admin_password: Some(ADMIN.1.into()),
+        };
+        if let Ok(r) = station::start(Config::from_raw(raw, &ov).unwrap()).await {
+            if r.shoutcast_addr().map(|a| a.port()) == Some(port + 1) {
+                return r;
+            }
+            r.shutdown(Duration::from_secs(1)).await;
+        }
+    }
+    panic!("no free port pair for the SHOUTcast test");
 }
 
 pub fn basic(user: &str, pass: &str) -> String {
@@ -50,10 +96,35 @@ pub struct Source {
 
 impl Source {
     pub async fn put(addr: SocketAddr, mount: &str, content_type: &str) -> Source {
+        Source::put_with(addr, mount, content_type, ("source", PASS)).await
+    }
+
+    pub async fn put_as(addr: SocketAddr, mount: &str, creds: (&str, &str)) -> Source {
+        Source::put_with(addr, mount, "audio/mpeg", creds).await
+    }
+
+    /// A PUT whose answer is not expected to be 200: returns what the server said.
+    pub async fn put_raw(addr: SocketAddr, mount: &str) -> String {
+        raw_request(
+            addr,
+            &format!(
+                "PUT {mount} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Type: audio/mpeg\r\n\r\n",
+                basic("source", PASS)
+            ),
+        )
+        .await
+    }
+
+    async fn put_with(
+        addr: SocketAddr,
+        mount: &str,
+        content_type: &str,
+        (user, pass): (&str, &str),
+    ) -> Source {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let head = format!(
             "PUT {mount} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Type: {content_type}\r\nice-name: Test Radio\r\nice-genre: Test\r\nice-public: 1\r\nExpect: 100-continue\r\n\r\n",
-            basic("source", PASS)
+            basic(user, pass)
         );
         stream.write_all(head.as_bytes()).await.unwrap();
         let reply = read_until(&mut stream, b"HTTP/1.0 200 OK\r\n\r\n").await;
@@ -117,16 +188,68 @@ pub async fn http_get(
         &format!("GET {path_and_query} HTTP/1.1\r\nHost: radio.test:8000\r\n{auth}Connection: close\r\n\r\n"),
     )
     .await;
+    let (status, body) = split_response(&resp);
+    (status, body.to_string())
+}
+
+/// (status code, body) of a raw HTTP response.
+pub fn split_response(resp: &str) -> (u16, &str) {
     let status = resp
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    (status, resp.split_once("\r\n\r\n").map_or("", |(_, b)| b))
+}
+
+/// Any method with an optional JSON body, `Connection: close`; returns (status, body).
+pub async fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let auth = auth.map_or(String::new(), |(u, p)| {
+        format!("Authorization: Basic {}\r\n", basic(u, p))
+    });
+    let body = body.map_or(String::new(), |b| b.to_string());
+    let resp = raw_request(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: radio.test:8000\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    let (status, body) = split_response(&resp);
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// Sends frames `from..` in steps of `step` every 50 ms until aborted: a live source.
+pub fn keep_sending(mut src: Source, from: u32, step: u32) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut i = from;
+        loop {
+            if src.stream.write_all(&frames(i..i + step)).await.is_err() {
+                return;
+            }
+            i += step;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// Frame indices of a body that must be a seamless run of whole test frames.
+pub fn frame_indices(body: &[u8]) -> Vec<u32> {
+    body.chunks(FRAME_LEN)
+        .filter(|f| f.len() == FRAME_LEN)
+        .enumerate()
+        .map(|(i, _)| {
+            frame_index_at(body, i * FRAME_LEN)
+                .unwrap_or_else(|| panic!("byte {} is not a frame start", i * FRAME_LEN))
+        })
+        .collect()
 }
 
 pub async fn set_title(addr: SocketAddr, mount: &str, song_query: &str, auth: (&str, &str)) -> u16 {
@@ -168,12 +291,25 @@ pub struct Listener {
 
 impl Listener {
     pub async fn get(addr: SocketAddr, mount: &str, icy: bool) -> Listener {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
         let icy_h = if icy { "Icy-MetaData: 1\r\n" } else { "" };
-        stream
-            .write_all(format!("GET {mount} HTTP/1.1\r\nHost: x\r\n{icy_h}\r\n").as_bytes())
-            .await
-            .unwrap();
+        Listener::request(
+            addr,
+            &format!("GET {mount} HTTP/1.1\r\nHost: x\r\n{icy_h}\r\n"),
+        )
+        .await
+    }
+
+    pub async fn get_with_agent(addr: SocketAddr, mount: &str, agent: &str) -> Listener {
+        Listener::request(
+            addr,
+            &format!("GET {mount} HTTP/1.1\r\nHost: x\r\nUser-Agent: {agent}\r\n\r\n"),
+        )
+        .await
+    }
+
+    async fn request(addr: SocketAddr, request: &str) -> Listener {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
         let got = read_until(&mut stream, b"\r\n\r\n").await;
         let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         Listener {

@@ -570,3 +570,46 @@ async fn too_many_sources_get_403() {
     );
     srv.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn shoutcast_v1_source_on_port_plus_one() {
+    let srv = start_with_shoutcast("[shoutcast]\nmount = \"/sc\"\n").await;
+    let addr = srv.local_addr();
+    let sc = srv.shoutcast_addr().unwrap();
+    let wrong = raw_request(sc, "nope\r\n").await;
+    assert_eq!(wrong, "invalid password\r\n");
+    let mut s = tokio::net::TcpStream::connect(sc).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, format!("{PASS}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_until(&mut s, b"\r\n\r\n").await,
+        b"OK2\r\nicy-caps:11\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"icy-name:SC Radio\nicy-genre:Jazz\nicy-br:128\n\n",
+    )
+    .await
+    .unwrap();
+    let mut src = Source { stream: s };
+    src.send(&frames(0..CHUNK_FRAMES * 3)).await;
+    wait_ingested(addr, "/sc", u64::from(CHUNK_FRAMES * 3) * FRAME_LEN as u64).await;
+    let mut l = Listener::get(addr, "/sc", false).await;
+    assert_eq!(header(&l.head, "icy-name"), Some("SC Radio"));
+    l.fill(FRAME_LEN).await;
+    assert!(frame_index_at(&l.body, 0).is_some());
+    // Titles come through /admin.cgi with the source password.
+    let (code, _) = http_get(
+        addr,
+        &format!("/admin.cgi?mode=updinfo&pass={PASS}&song=SC%20Title"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (code, _) = http_get(addr, "/admin.cgi?mode=updinfo&pass=bad&song=Evil", None).await;
+    assert_eq!(code, 401);
+    let (_, status) = http_get(addr, "/api/status", None).await;
+    assert!(status.contains("\"title\":\"SC Title\""), "{status}");
+    srv.shutdown(Duration::from_secs(2)).await;
+}

@@ -3,7 +3,9 @@ titles through libshout's metadata call, the way ices/ezstream-style scripts do.
 
 usage: shout_source.py HOST PORT MOUNT PASSWORD FILE TITLE1 [TITLE2 ...]
 Each title is set, then ~2 s of audio is sent; exits after the last one.
+SHOUT_PROTOCOL=icy speaks SHOUTcast v1 (source on PORT+1, titles via /admin.cgi).
 """
+import os
 import sys
 import time
 
@@ -18,7 +20,7 @@ s.port = int(port)
 s.mount = mount
 s.password = password
 s.format = "mp3"
-s.protocol = "http"
+s.protocol = os.environ.get("SHOUT_PROTOCOL", "http")
 s.name = "Shout Test"
 s.genre = "Test"
 s.open()

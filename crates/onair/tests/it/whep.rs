@@ -252,6 +252,8 @@ fn check_tones(msgs: &[Received]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The handshake callback's Result type is tungstenite's, not ours to shrink.
+#[allow(clippy::result_large_err)]
 async fn whep_pull_delivers_the_tone_sequence_and_deletes_on_stop() {
     let server = WhepServer::start(&["--token", "tok"]);
     let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -260,7 +262,22 @@ async fn whep_pull_delivers_the_tone_sequence_and_deletes_on_stop() {
         .await
         .expect("bridge connects to the WebSocket")
         .unwrap();
-    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    // The --ws-header reaches the consumer's handshake.
+    let header = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = header.clone();
+    let mut sock = tokio_tungstenite::accept_hdr_async(
+        tcp,
+        move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+            *seen.lock().unwrap() = req.headers().get("x-test").cloned();
+            Ok(resp)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        header.lock().unwrap().as_ref().map(|v| v.as_bytes()),
+        Some(&b"yes"[..])
+    );
     let session = server.expect("SESSION", Duration::from_secs(10));
     let sid = session[8..].trim().to_owned();
 

@@ -656,3 +656,46 @@ async fn a_server_answering_pcmu_is_decoded_as_g711() {
     assert_eq!(s.codec, "pcmu", "{s:?}");
     assert!(s.rtp_packets > 100, "{s:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_and_reordered_packets_are_concealed_without_losing_time() {
+    // 4 % of RTP packets never sent, one in seven sent after its successor.
+    let server = WhepServer::start(&["--drop-every", "25", "--reorder-every", "7"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(
+        &server.url(),
+        ws.local_addr().unwrap(),
+        "seq",
+    ))
+    .unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("bridge connects to the WebSocket")
+        .unwrap();
+    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let keys = ["traceId", "stmId", "timestamp", "data", "seq"];
+    let mut msgs = Vec::new();
+    while msgs.len() < 40 {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        if let Some(Ok(Message::Text(t))) = next {
+            msgs.push(parse_message(&t, &keys, Instant::now()));
+        }
+    }
+    let stats = bridge.stats.clone();
+    bridge.shutdown(Duration::from_secs(5)).await.unwrap();
+    let s = stats.snapshot();
+    eprintln!("{s:?}");
+    check_timeline(&msgs);
+    check_tones(&msgs);
+    // 40 chunks = 200 packets: ~8 dropped. Each loss is concealed with exactly one packet's
+    // worth of audio (20 ms = 320 frames at 16 kHz), so the timeline keeps its length.
+    assert!(s.lost_packets >= 4, "{s:?}");
+    let concealed_frames = (s.concealed_s * 16_000.0).round() as u64;
+    assert_eq!(concealed_frames, s.lost_packets * 320, "{s:?}");
+    assert_eq!(
+        s.dropped_packets, 0,
+        "reordered packets are not late: {s:?}"
+    );
+}

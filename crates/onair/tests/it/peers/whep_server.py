@@ -9,7 +9,8 @@ Events go to stdout, one a line, flushed: "LISTEN <port>", "SESSION <id>",
 "CONNECTED <id>", "START <id> <unix time of the first sample>", "DELETE <id>",
 "CLOSED <id>".
 
-Options: --codec PCMU answers with G.711 µ-law only (PCMA: A-law). --reject-first N answers the first N POSTs with 503 + Retry-After: 1, to exercise
+Options: --drop-every N / --reorder-every M drop or delay (by one packet) every N-th / M-th
+RTP packet. --codec PCMU answers with G.711 µ-law only (PCMA: A-law). --reject-first N answers the first N POSTs with 503 + Retry-After: 1, to exercise
 the client's retry. --end-after SECS closes the first peer connection that long after
 it connected (the server goes away without DELETE), to exercise WHEP reconnection.
 """
@@ -26,6 +27,8 @@ import aioice.ice
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import is_rtcp
 import av
 
 # aioice gathers every interface address except loopback; these tests want loopback only.
@@ -75,6 +78,31 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+def impair(drop_every, reorder_every):
+    """Every drop_every-th RTP packet is not sent; every reorder_every-th is sent after
+    the next one. Deterministic, counted over all sessions."""
+    send = RTCDtlsTransport._send_rtp
+    state = {"n": 0, "held": None}
+
+    async def impaired(self, data):
+        if is_rtcp(data):
+            return await send(self, data)
+        state["n"] += 1
+        n = state["n"]
+        if drop_every and n % drop_every == 0:
+            say("DROP", n)
+            return
+        if reorder_every and n % reorder_every == 0 and state["held"] is None:
+            state["held"] = data
+            return
+        await send(self, data)
+        if state["held"] is not None:
+            held, state["held"] = state["held"], None
+            await send(self, held)
+
+    RTCDtlsTransport._send_rtp = impaired
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tones", default="440,880,660")
@@ -83,8 +111,12 @@ async def main():
     ap.add_argument("--end-after", type=float, default=0.0)
     ap.add_argument("--token", default="")
     ap.add_argument("--codec", default="", help="answer with only this codec (e.g. PCMU)")
+    ap.add_argument("--drop-every", type=int, default=0)
+    ap.add_argument("--reorder-every", type=int, default=0)
     args = ap.parse_args()
     tones = [float(t) for t in args.tones.split(",")]
+    if args.drop_every or args.reorder_every:
+        impair(args.drop_every, args.reorder_every)
     sessions = {}
     rejected = [0]
     ended = [False]

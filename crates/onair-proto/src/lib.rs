@@ -4,10 +4,13 @@
 //! Place in the data flow: inputs use [`icecast`] to parse source requests and
 //! [`frame`] to cut their bytes into frames/pages for a mount; outputs use [`icy`] to
 //! interleave metadata for listeners and [`playlist`] to describe mounts; inputs that
-//! play files (fallback files, AutoDJ) release frames on [`pace`]'s real-time deadlines.
+//! play files (fallback files, AutoDJ) release frames on [`pace`]'s real-time deadlines; the
+//! WHEP bridge puts received RTP through [`rtp`]'s jitter buffer before decoding.
 
 pub mod frame;
 pub mod icecast;
 pub mod icy;
 pub mod pace;
 pub mod playlist;
+pub mod rtp;
+pub mod stun;

@@ -43,6 +43,9 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub mount: Vec<RawMount>,
+    /// WHEP → WebSocket bridges started with the server (docs/BRIDGE.md).
+    #[serde(default)]
+    pub bridge: Vec<crate::bridge::BridgeSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +138,7 @@ pub struct Config {
     pub shoutcast: ShoutcastConfig,
     pub tls: Option<TlsConfig>,
     pub mounts: Vec<MountConfig>,
+    pub bridges: Vec<crate::bridge::BridgeSpec>,
 }
 
 /// A TLS listen socket: PEM certificate chain and private key, separate files.
@@ -365,7 +369,12 @@ impl Config {
                 key: t.key,
             }),
         };
+        for b in &raw.bridge {
+            b.to_config()
+                .map_err(|e| ConfigError::Invalid(format!("bridge {}: {e}", b.trace_id)))?;
+        }
         Ok(Config {
+            bridges: raw.bridge,
             bind,
             shoutcast,
             tls,

@@ -101,6 +101,8 @@ pub struct Station {
     /// The certificate of the TLS listen socket, if `[tls]` is configured.
     pub tls: Option<Tls>,
     pub tls_addr: Option<SocketAddr>,
+    /// WHEP → WebSocket bridges (`[[bridge]]` and `/api/bridges`).
+    pub bridges: crate::bridge::Registry,
 }
 
 impl Station {
@@ -243,6 +245,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shoutcast_addr,
         tls,
         tls_addr,
+        bridges: crate::bridge::Registry::default(),
         config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
@@ -251,6 +254,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             "shoutcast",
             crate::input::shoutcast::run(sc, station.clone()),
         );
+    }
+    for spec in &station.config().bridges {
+        if let Err(e) = station.bridges.start(spec.clone(), &station.supervisor) {
+            tracing::error!(trace_id = %spec.trace_id, error = %e, "configured bridge not started");
+        }
     }
     station
         .supervisor

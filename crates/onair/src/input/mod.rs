@@ -4,3 +4,4 @@ pub mod file;
 pub mod recording;
 pub mod shoutcast;
 pub mod source;
+pub mod whep;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod bridges;
 mod pages;
 mod status;
 
@@ -36,6 +37,11 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/admin/fallbacks", get(admin::fallbacks))
         .route("/admin.cgi", get(admin::shoutcast_metadata))
         .merge(api::routes())
+        .route("/api/bridges", get(bridges::list).post(bridges::create))
+        .route(
+            "/api/bridges/{id}",
+            get(bridges::get).delete(bridges::delete),
+        )
         .fallback(pages::fallback)
         .with_state(station)
 }

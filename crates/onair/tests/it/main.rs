@@ -6,4 +6,5 @@ mod ops;
 mod process;
 mod support;
 mod tls;
+mod whep;
 mod wire;

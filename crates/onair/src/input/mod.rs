@@ -1,5 +1,6 @@
 //! Inputs: everything that produces audio into a mount.
 
+pub mod encoder;
 pub mod file;
 pub mod recording;
 pub mod shoutcast;

@@ -2,6 +2,7 @@
 
 pub mod encoder;
 pub mod file;
+pub mod pcm;
 pub mod recording;
 pub mod shoutcast;
 pub mod source;

@@ -206,3 +206,83 @@ async fn encoder_input_resamples_and_sets_titles_at_their_sample() {
     );
     srv.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Sends `pcm` as a raw PCM source with `content_type`, listens, and returns (listener
+/// head, the stream's audio bytes without ICY blocks).
+async fn pcm_source_round_trip(toml: &str, content_type: &str, body: Vec<u8>) -> (String, Vec<u8>) {
+    let srv = start(toml).await;
+    let addr = srv.local_addr();
+    let mut src = Source::put(addr, "/voice", content_type).await;
+    // The first 100 ms make the mount live; the listener then gets everything (burst).
+    let first = body.len() / 30;
+    src.send(&body[..first]).await;
+    let mut listener = loop {
+        let l = Listener::get(addr, "/voice", false).await;
+        if l.head.starts_with("HTTP/1.0 200") || l.head.starts_with("HTTP/1.1 200") {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The rest at once: the server reads it no faster than real time.
+    let rest = body[first..].to_vec();
+    let sender = tokio::spawn(async move {
+        src.send(&rest).await;
+        src
+    });
+    let src = timeout(Duration::from_secs(15), sender).await.unwrap().unwrap();
+    drop(src);
+    read_to_end(&mut listener, Duration::from_secs(15)).await;
+    srv.shutdown(Duration::from_secs(2)).await;
+    (listener.head, listener.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn float32_pcm_source_is_encoded_to_mp3() {
+    require_ffmpeg();
+    // 3 s of 1 kHz at 24 kHz mono, float32 little-endian, as numpy's tobytes() makes it.
+    let pcm = sine(1000.0, 24_000, 1, 0, 72_000);
+    let body: Vec<u8> = pcm.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let (head, audio) = pcm_source_round_trip(
+        "",
+        "audio/x-raw;format=F32LE;rate=24000;channels=1",
+        body,
+    )
+    .await;
+    assert_eq!(header(&head, "content-type"), Some("audio/mpeg"), "{head}");
+    let mut framer = Framer::new(Format::Mpeg);
+    let first = framer.next_unit(&audio).unwrap();
+    assert_eq!(first.kind, UnitKind::Audio, "the stream starts on an MP3 frame");
+    assert_eq!(framer.stream_info().sample_rate, 24_000);
+    assert_eq!(framer.stream_info().bitrate, 128_000);
+    let decoded = ffmpeg_pcm(&audio, 24_000);
+    let secs = decoded.len() as f64 / 24_000.0;
+    assert!((2.9..3.3).contains(&secs), "decoded {secs} s");
+    let mid = &decoded[12_000..60_000];
+    assert_eq!(peak_frequency(mid, 24_000, 100, 5000, 10), 1000.0);
+    assert!(rms(mid) > 0.2, "level kept: rms {}", rms(mid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l16_pcm_source_is_encoded_to_the_mounts_codec() {
+    require_ffmpeg();
+    // Big-endian s16 stereo at 16 kHz into a mount configured for Opus at 48 kHz.
+    let pcm = sine(700.0, 16_000, 2, 0, 48_000);
+    let body: Vec<u8> = pcm
+        .samples
+        .iter()
+        .flat_map(|&s| onair_media::pcm::to_s16(s).to_be_bytes())
+        .collect();
+    let (head, audio) = pcm_source_round_trip(
+        "[[mount]]\nname = \"/voice\"\ncodec = \"opus\"\nbitrate = 64\nsample_rate = 48000\n",
+        "audio/L16;rate=16000;channels=2",
+        body,
+    )
+    .await;
+    assert_eq!(header(&head, "content-type"), Some("audio/ogg"), "{head}");
+    assert!(audio.starts_with(b"OggS"), "the stream starts on an Ogg page");
+    let decoded = ffmpeg_pcm(&audio, 48_000);
+    let secs = decoded.len() as f64 / 48_000.0;
+    assert!((2.9..3.3).contains(&secs), "decoded {secs} s");
+    let mid = &decoded[24_000..120_000];
+    assert_eq!(peak_frequency(mid, 48_000, 100, 5000, 10), 700.0);
+}

@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config,
     });
     start_files(&station).await?;
+    start_encoded(&station);
     if let Some(sc) = shoutcast {
         station.supervisor.spawn_service(
             "shoutcast",
@@ -175,6 +176,24 @@ async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+/// Starts the live-encoded inputs: transcoded mounts and (unless something replaced it)
+/// the demo programme.
+fn start_encoded(station: &Arc<Station>) {
+    for m in &station.config.mounts {
+        if m.transcode_from.is_some() {
+            station.supervisor.spawn_service(
+                "transcode",
+                crate::input::transcode::run(station.clone(), m.name.clone()),
+            );
+        }
+    }
+    if station.config.demo.enabled {
+        station
+            .supervisor
+            .spawn_service("demo", crate::input::demo::run(station.clone()));
+    }
 }
 
 fn check_compat(

@@ -1,8 +1,10 @@
 //! Inputs: everything that produces audio into a mount.
 
+pub mod demo;
 pub mod encoder;
 pub mod file;
 pub mod pcm;
 pub mod recording;
 pub mod shoutcast;
 pub mod source;
+pub mod transcode;

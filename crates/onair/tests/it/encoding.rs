@@ -286,3 +286,132 @@ async fn l16_pcm_source_is_encoded_to_the_mounts_codec() {
     let mid = &decoded[24_000..120_000];
     assert_eq!(peak_frequency(mid, 48_000, 100, 5000, 10), 700.0);
 }
+
+/// Raw PCM source of a sine tone: 44.1 kHz stereo s16le.
+fn s16_tone(freq: f64, seconds: f64) -> Vec<u8> {
+    let frames = (44_100.0 * seconds) as usize;
+    sine(freq, 44_100, 2, 0, frames)
+        .samples
+        .iter()
+        .flat_map(|&s| onair_media::pcm::to_s16(s).to_le_bytes())
+        .collect()
+}
+
+const S16_CT: &str = "audio/x-raw;format=S16LE;rate=44100;channels=2";
+
+/// Connects a listener once the mount is live (bounded).
+async fn listen_when_live(addr: std::net::SocketAddr, mount: &str, icy: bool) -> Listener {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let l = Listener::get(addr, mount, icy).await;
+        if l.head.contains(" 200 ") {
+            return l;
+        }
+        assert!(std::time::Instant::now() < deadline, "{mount} never went live: {}", l.head);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads until `n` body bytes are held or the stream ends.
+async fn read_some(l: &mut Listener, n: usize) {
+    let mut buf = vec![0u8; 16384];
+    while l.body.len() < n {
+        match timeout(STEP, l.stream.read(&mut buf)).await.expect("listener starved") {
+            Ok(0) | Err(_) => return,
+            Ok(k) => l.body.extend_from_slice(&buf[..k]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcoded_mounts_follow_audio_titles_and_the_end_of_their_source() {
+    require_ffmpeg();
+    let srv = start(
+        "[defaults]\nmetaint = 1024\nchunk_ms = 100\n\
+         [[mount]]\nname = \"/live\"\n\
+         [[mount]]\nname = \"/live-64.mp3\"\ntranscode_from = \"/live\"\ncodec = \"mp3\"\nbitrate = 64\n\
+         [[mount]]\nname = \"/live.opus\"\ntranscode_from = \"/live\"\ncodec = \"opus\"\nbitrate = 48\n",
+    )
+    .await;
+    let addr = srv.local_addr();
+    let body = s16_tone(440.0, 7.0);
+    let mut src = Source::put(addr, "/live", S16_CT).await;
+    src.send(&body[..body.len() / 7]).await;
+    let mut mp3 = listen_when_live(addr, "/live-64.mp3", true).await;
+    let mut opus = listen_when_live(addr, "/live.opus", false).await;
+    assert_eq!(header(&mp3.head, "content-type"), Some("audio/mpeg"));
+    assert_eq!(header(&opus.head, "content-type"), Some("audio/ogg"));
+    assert_eq!(set_title(addr, "/live", "song=Transcoded%20Title", ADMIN).await, 200);
+    let rest = body[body.len() / 7..].to_vec();
+    let sender = tokio::spawn(async move {
+        src.send(&rest).await;
+        src
+    });
+    tokio::join!(
+        read_to_end(&mut mp3, Duration::from_secs(20)),
+        read_to_end(&mut opus, Duration::from_secs(20)),
+        async {
+            // The source leaves after sending: both transcoded streams must end.
+            drop(sender.await.unwrap());
+        }
+    );
+    let metaint = mp3.metaint().unwrap();
+    let (audio, titles) = deinterleave(&mp3.body, metaint);
+    assert!(
+        titles.iter().any(|t| t.1 == "Transcoded Title"),
+        "the source's title reaches the transcoded mount: {titles:?}"
+    );
+    let mut framer = Framer::new(Format::Mpeg);
+    framer.next_unit(&audio).unwrap();
+    assert_eq!(framer.stream_info().bitrate, 64_000, "re-encoded at 64k");
+    let decoded = ffmpeg_pcm(&audio, 44_100);
+    assert!(decoded.len() > 44_100 * 3, "decoded {} samples", decoded.len());
+    let mid = &decoded[44_100..decoded.len() - 44_100];
+    assert_eq!(peak_frequency(mid, 44_100, 200, 2000, 5), 440.0);
+    let decoded = ffmpeg_pcm(&opus.body, 48_000);
+    assert!(decoded.len() > 48_000 * 3, "decoded {} samples", decoded.len());
+    let mid = &decoded[48_000..decoded.len() - 48_000];
+    assert_eq!(peak_frequency(mid, 48_000, 200, 2000, 5), 440.0);
+    srv.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcoder_follows_its_source_to_the_fallback() {
+    require_ffmpeg();
+    let srv = start(
+        "[defaults]\nchunk_ms = 100\n\
+         [[mount]]\nname = \"/live\"\nfallback = \"/backup\"\n\
+         [[mount]]\nname = \"/backup\"\n\
+         [[mount]]\nname = \"/t\"\ntranscode_from = \"/live\"\nbitrate = 96\n",
+    )
+    .await;
+    let addr = srv.local_addr();
+    let backup = s16_tone(1000.0, 30.0);
+    let mut bsrc = Source::put(addr, "/backup", S16_CT).await;
+    bsrc.send(&backup[..backup.len() / 30]).await;
+    let backup_rest = backup[backup.len() / 30..].to_vec();
+    let _backup = tokio::spawn(async move {
+        bsrc.send(&backup_rest).await;
+        bsrc
+    });
+    let live = s16_tone(440.0, 4.0);
+    let mut src = Source::put(addr, "/live", S16_CT).await;
+    src.send(&live[..live.len() / 4]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut listener = listen_when_live(addr, "/t", false).await;
+    src.send(&live[live.len() / 4..]).await;
+    drop(src);
+    // 96 kbit/s is 12 kB/s: read well past the live source's end (about 4 s).
+    read_some(&mut listener, 12_000 * 10).await;
+    assert!(
+        listener.body.len() >= 12_000 * 10,
+        "the transcoded stream ended with its source instead of following the fallback: {} bytes",
+        listener.body.len()
+    );
+    let decoded = ffmpeg_pcm(&listener.body, 44_100);
+    let head = &decoded[22_050..66_150];
+    assert_eq!(peak_frequency(head, 44_100, 200, 2000, 5), 440.0);
+    let tail = &decoded[decoded.len() - 66_150..decoded.len() - 22_050];
+    assert_eq!(peak_frequency(tail, 44_100, 200, 2000, 5), 1000.0);
+    srv.shutdown(Duration::from_secs(2)).await;
+}

@@ -122,6 +122,12 @@ fn print_banner(config: &Config, addr: SocketAddr) {
         "  send:     ffmpeg -re -i song.mp3 -c copy -content_type audio/mpeg -f mp3 icecast://source:{}@{host}/live",
         a.source_password
     );
+    if config.demo.enabled {
+        println!(
+            "  listen:   http://{host}{}  (built-in demo programme; a source sending to {} replaces it)",
+            config.demo.mount, config.demo.mount
+        );
+    }
     println!("  listen:   http://{host}/live  (any mount a source sends to)");
     for m in &config.mounts {
         println!("  mount:    http://{host}{}", m.name);

@@ -83,6 +83,23 @@ pub fn peak_frequency(samples: &[f32], rate: u32, lo: u32, hi: u32, step: u32) -
         .unwrap_or(0.0)
 }
 
+/// Frequencies (60..2000 Hz, 10 Hz grid, local maxima) with at least 5 % of the strongest
+/// one's power, strongest first.
+pub fn strong_frequencies(samples: &[f32], rate: u32) -> Vec<u64> {
+    let grid: Vec<(u64, f64)> = (60..=2000)
+        .step_by(10)
+        .map(|f| (f as u64, power(samples, rate, f64::from(f))))
+        .collect();
+    let max = grid.iter().map(|g| g.1).fold(0.0, f64::max);
+    let mut peaks: Vec<(u64, f64)> = grid
+        .windows(3)
+        .filter(|w| w[1].1 >= w[0].1 && w[1].1 >= w[2].1 && w[1].1 >= 0.05 * max)
+        .map(|w| w[1])
+        .collect();
+    peaks.sort_by(|a, b| b.1.total_cmp(&a.1));
+    peaks.into_iter().map(|p| p.0).collect()
+}
+
 pub fn rms(samples: &[f32]) -> f64 {
     (samples.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / samples.len().max(1) as f64)
         .sqrt()
@@ -413,5 +430,68 @@ async fn transcoder_follows_its_source_to_the_fallback() {
     assert_eq!(peak_frequency(head, 44_100, 200, 2000, 5), 440.0);
     let tail = &decoded[decoded.len() - 66_150..decoded.len() - 22_050];
     assert_eq!(peak_frequency(tail, 44_100, 200, 2000, 5), 1000.0);
+    srv.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_config_station_plays_the_demo_and_yields_to_a_source() {
+    require_ffmpeg();
+    // Exactly what `onair serve` does with no config file (bind and secrets overridden).
+    let ov = onair::config::Overrides {
+        bind: Some("127.0.0.1:0".parse().unwrap()),
+        source_password: Some(PASS.into()),
+        admin_user: Some(ADMIN.0.into()),
+        admin_password: Some(ADMIN.1.into()),
+    };
+    let config = onair::config::Config::load(None, &ov).unwrap();
+    assert!(config.demo.enabled, "the demo is on without a config");
+    let srv = onair::station::start(config).await.unwrap();
+    let addr = srv.local_addr();
+    let mut listener = listen_when_live(addr, "/stream", true).await;
+    assert_eq!(header(&listener.head, "content-type"), Some("audio/mpeg"));
+    let metaint = listener.metaint().unwrap();
+    // 6 s of 128 kbit/s.
+    listener.fill_audio(metaint, 16_000 * 6).await;
+    let (audio, titles) = deinterleave(&listener.body, metaint);
+    let title = &titles.first().expect("the demo announces a title").1;
+    assert!(title.starts_with("onair demo"), "title {title:?}");
+    let decoded = ffmpeg_pcm(&audio, 22_050);
+    assert!(decoded.len() >= 22_050 * 5, "decoded {} samples", decoded.len());
+    let music = &decoded[22_050..];
+    assert!(rms(music) > 0.01, "the demo is not silent: rms {}", rms(music));
+    // Music, not a tone: each half second holds several strong partials (a chord, not a sine), and which are
+    // strongest changes over time (a melody over changing chords).
+    let windows: Vec<Vec<u64>> = music
+        .chunks(11_025)
+        .filter(|w| w.len() == 11_025 && rms(w) > 0.005)
+        .map(|w| strong_frequencies(w, 22_050))
+        .collect();
+    assert!(windows.len() >= 6, "too few audible windows: {}", windows.len());
+    let rich = windows.iter().filter(|f| f.len() >= 3).count();
+    assert!(rich * 2 > windows.len(), "mostly single tones: {windows:?}");
+    let mut tops: Vec<&[u64]> = windows.iter().map(|f| &f[..f.len().min(3)]).collect();
+    tops.sort_unstable();
+    tops.dedup();
+    assert!(tops.len() >= 3, "the same sound throughout: {windows:?}");
+
+    // A real source on /stream takes over; the listener stays and hears it.
+    let tone = s16_tone(440.0, 4.0);
+    let mut src = Source::put(addr, "/stream", S16_CT).await;
+    src.send(&tone).await;
+    let had = listener.body.len();
+    // 5 s more (the tone, then whatever follows it).
+    listener.fill(had + 16_000 * 5).await;
+    let (audio, _) = deinterleave(&listener.body[had..], metaint);
+    let decoded = ffmpeg_pcm(&audio, 22_050);
+    let heard_tone = decoded
+        .chunks(11_025)
+        .filter(|w| w.len() == 11_025)
+        .any(|w| peak_frequency(w, 22_050, 60, 2000, 10) == 440.0 && rms(w) > 0.1);
+    assert!(heard_tone, "the listener hears the source that took over");
+    drop(src);
+    // When it leaves, the demo comes back for new listeners.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let back = listen_when_live(addr, "/stream", false).await;
+    assert!(back.head.contains(" 200 "));
     srv.shutdown(Duration::from_secs(2)).await;
 }

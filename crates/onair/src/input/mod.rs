@@ -7,4 +7,5 @@ pub mod pcm;
 pub mod recording;
 pub mod shoutcast;
 pub mod source;
+pub mod stdin;
 pub mod transcode;

@@ -495,3 +495,72 @@ async fn zero_config_station_plays_the_demo_and_yields_to_a_source() {
     assert!(back.head.contains(" 200 "));
     srv.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Runs `onair encode` with `args`, piping `pcm` into its stdin; returns its exit status.
+fn run_encode_cli(args: &[String], pcm: Vec<u8>) -> std::process::ExitStatus {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .arg("encode")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // Ignore EPIPE: the test checks the exit status and what the server got.
+        let _ = stdin.write_all(&pcm);
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("onair encode did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    writer.join().unwrap();
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encode_command_streams_stdin_to_an_onair_server() {
+    require_ffmpeg();
+    let srv = start("[defaults]\nmetaint = 2048\n").await;
+    let addr = srv.local_addr();
+    let pcm: Vec<u8> = sine(523.0, 24_000, 1, 0, 96_000)
+        .samples
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .collect();
+    let args: Vec<String> = [
+        "--rate", "24000", "--channels", "1", "--format", "f32le", "--bitrate", "64",
+        "--title", "From the command line", "--name", "CLI test",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "--to".to_string(),
+        format!("http://source:{PASS}@{addr}/cli"),
+    ])
+    .collect();
+    let cli = tokio::task::spawn_blocking(move || run_encode_cli(&args, pcm));
+    let mut listener = listen_when_live(addr, "/cli", true).await;
+    assert_eq!(header(&listener.head, "icy-name"), Some("CLI test"), "{}", listener.head);
+    read_to_end(&mut listener, Duration::from_secs(20)).await;
+    assert!(cli.await.unwrap().success(), "onair encode failed");
+    let (audio, titles) = deinterleave(&listener.body, listener.metaint().unwrap());
+    assert!(
+        titles.iter().any(|t| t.1 == "From the command line"),
+        "title sent: {titles:?}"
+    );
+    let decoded = ffmpeg_pcm(&audio, 24_000);
+    let secs = decoded.len() as f64 / 24_000.0;
+    assert!(secs > 2.5, "decoded {secs} s of 4 s (the listener joined late: burst covers the start)");
+    let mid = &decoded[12_000..decoded.len() - 12_000];
+    assert_eq!(peak_frequency(mid, 24_000, 100, 3000, 1), 523.0);
+    srv.shutdown(Duration::from_secs(2)).await;
+}

@@ -564,3 +564,103 @@ async fn encode_command_streams_stdin_to_an_onair_server() {
     assert_eq!(peak_frequency(mid, 24_000, 100, 3000, 1), 523.0);
     srv.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A running icecast2 (a required peer) on a free loopback port, stopped on drop.
+struct Icecast2 {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for Icecast2 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_icecast2() -> Icecast2 {
+    let found = Command::new("sh")
+        .args(["-c", "command -v icecast2"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "test peer `icecast2` is not installed: run `bash .ci/run`, which installs it");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("onair-it-icecast2-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(dir.join("log")).unwrap();
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let mut changeowner = String::new();
+    if root {
+        // icecast2 refuses to run as root unless told which user to become.
+        changeowner = "<changeowner><user>icecast2</user><group>icecast</group></changeowner>".into();
+        let _ = Command::new("chmod").arg("755").arg(&dir).status();
+        let _ = Command::new("chown").arg("icecast2:icecast").arg(dir.join("log")).status();
+    }
+    let template = include_str!("../../../../bench/icecast.xml.in");
+    let xml = template
+        .replace("@CLIENTS@", "10")
+        .replace("@PORT@", &port.to_string())
+        .replace("@PASSWORD@", PASS)
+        .replace("@LOGDIR@", &dir.join("log").display().to_string())
+        .replace("@CHANGEOWNER@", &changeowner);
+    std::fs::write(dir.join("icecast.xml"), xml).unwrap();
+    let child = Command::new("icecast2")
+        .arg("-c")
+        .arg(dir.join("icecast.xml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "icecast2 did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Icecast2 {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encode_command_streams_stdin_to_icecast2() {
+    require_ffmpeg();
+    let ice = start_icecast2();
+    let addr = ice.addr;
+    // 6 s of 48 kHz stereo s16le at 440 Hz.
+    let pcm: Vec<u8> = sine(440.0, 48_000, 2, 0, 288_000)
+        .samples
+        .iter()
+        .flat_map(|&s| onair_media::pcm::to_s16(s).to_le_bytes())
+        .collect();
+    let args: Vec<String> = vec![
+        "--rate".into(),
+        "48000".into(),
+        "--channels".into(),
+        "2".into(),
+        "--title".into(),
+        "Sent to icecast2".into(),
+        "--to".into(),
+        format!("http://source:{PASS}@{addr}/live"),
+    ];
+    let cli = tokio::task::spawn_blocking(move || run_encode_cli(&args, pcm));
+    let mut listener = listen_when_live(addr, "/live", false).await;
+    // 2 s of 128 kbit/s, then check icecast2's idea of the title.
+    read_some(&mut listener, 32_000).await;
+    let (_, status) = http_get(addr, "/status-json.xsl", None).await;
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["icestats"]["source"]["title"], "Sent to icecast2", "{status}");
+    assert_eq!(v["icestats"]["source"]["server_type"], "audio/mpeg", "{status}");
+    read_to_end(&mut listener, Duration::from_secs(20)).await;
+    assert!(cli.await.unwrap().success(), "onair encode failed");
+    let decoded = ffmpeg_pcm(&listener.body, 48_000);
+    assert!(decoded.len() > 48_000 * 2, "decoded {} samples", decoded.len());
+    let mid = &decoded[24_000..decoded.len() - 24_000];
+    assert_eq!(peak_frequency(mid, 48_000, 100, 3000, 5), 440.0);
+}

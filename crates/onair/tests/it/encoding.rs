@@ -305,7 +305,7 @@ async fn l16_pcm_source_is_encoded_to_the_mounts_codec() {
 }
 
 /// Raw PCM source of a sine tone: 44.1 kHz stereo s16le.
-fn s16_tone(freq: f64, seconds: f64) -> Vec<u8> {
+pub fn s16_tone(freq: f64, seconds: f64) -> Vec<u8> {
     let frames = (44_100.0 * seconds) as usize;
     sine(freq, 44_100, 2, 0, frames)
         .samples
@@ -403,6 +403,12 @@ async fn transcoder_follows_its_source_to_the_fallback() {
     )
     .await;
     let addr = srv.local_addr();
+    // The transcoder must start on /live (a transcoder that finds /live down would start
+    // on its fallback and, like a listener, stay there): /backup connects afterwards.
+    let live = s16_tone(440.0, 4.0);
+    let mut src = Source::put(addr, "/live", S16_CT).await;
+    src.send(&live[..live.len() / 4]).await;
+    let mut listener = listen_when_live(addr, "/t", false).await;
     let backup = s16_tone(1000.0, 30.0);
     let mut bsrc = Source::put(addr, "/backup", S16_CT).await;
     bsrc.send(&backup[..backup.len() / 30]).await;
@@ -411,11 +417,6 @@ async fn transcoder_follows_its_source_to_the_fallback() {
         bsrc.send(&backup_rest).await;
         bsrc
     });
-    let live = s16_tone(440.0, 4.0);
-    let mut src = Source::put(addr, "/live", S16_CT).await;
-    src.send(&live[..live.len() / 4]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut listener = listen_when_live(addr, "/t", false).await;
     src.send(&live[live.len() / 4..]).await;
     drop(src);
     // 96 kbit/s is 12 kB/s: read well past the live source's end (about 4 s).

@@ -30,23 +30,24 @@ const BLOCK_FRAMES: usize = 4410;
 
 /// Plays the demo programme until shutdown.
 pub async fn run(station: Arc<Station>) -> Result<(), String> {
-    let demo = station.config.demo.clone();
+    let config = station.config();
+    let demo = config.demo.clone();
     let token = station.supervisor.token().clone();
-    let encoding = station
-        .config
+    let encoding = config
         .mount(&demo.mount)
-        .map_or(&station.config.defaults.encoding, |m| &m.settings.encoding);
+        .map_or(&config.defaults.encoding, |m| &m.settings.encoding);
     let settings = encoding.for_input(44_100, 2);
     let mut programme = Some(Programme::new(settings.rate, settings.channels, demo.seed));
     let mut opts = EncoderOptions::new(settings, "onair demo programme");
     opts.headers.name = Some("onair demo".into());
     opts.headers.description = Some("A generated programme: connect a source to replace it".into());
-    let limits = &station.config.limits;
     loop {
+        // Never a takeover: the demo only takes a free mount.
+        let max_sources = station.config().limits.max_sources;
         let attached =
             station
                 .mounts
-                .attach_source(&demo.mount, opts.source_info(), limits.max_sources, None);
+                .attach_source(&demo.mount, opts.source_info(), max_sources, None);
         let Ok((mount, claim)) = attached else {
             tokio::select! {
                 _ = token.cancelled() => return Ok(()),

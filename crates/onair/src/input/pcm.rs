@@ -16,11 +16,11 @@ use onair_media::pcm::{decode_samples, Pcm, SampleFormat};
 use onair_proto::icecast::{ChunkedDecoder, RequestHead, StreamInfoHeaders};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::Instant,
 };
 
 use crate::{
+    conn::Conn,
     input::{
         encoder::{self, EncoderOptions, Message, PcmSender},
         source::{finish, log_connected, reply},
@@ -41,7 +41,7 @@ pub struct PcmLayout {
 
 /// Serves an authenticated source connection whose body is raw PCM.
 pub async fn run(
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
     head: RequestHead,
     body: Bytes,
@@ -49,10 +49,10 @@ pub async fn run(
     layout: PcmLayout,
 ) {
     let mount_name = head.path().to_string();
-    let encoding = station
-        .config
+    let config = station.config();
+    let encoding = config
         .mount(&mount_name)
-        .map_or(&station.config.defaults.encoding, |m| &m.settings.encoding);
+        .map_or(&config.defaults.encoding, |m| &m.settings.encoding);
     let settings = encoding.for_input(layout.rate, layout.channels);
     if let Err(e) = onair_media::encode::new_encoder(&settings) {
         tracing::info!(%peer, mount = %mount_name, "PCM source refused: {e}");
@@ -66,13 +66,7 @@ pub async fn run(
     info.peer = peer;
     info.connected_at = SystemTime::now();
     let format = info.format;
-    let limits = &station.config.limits;
-    let (mount, claim) = match station.mounts.attach_source(
-        &mount_name,
-        info,
-        limits.max_sources,
-        limits.source_takeover,
-    ) {
+    let (mount, claim) = match station.attach_source(&mount_name, info) {
         Ok(ok) => ok,
         Err(e) => {
             tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
@@ -120,14 +114,14 @@ pub async fn run(
 
 /// Reads the body, decodes whole sample frames and hands them to the encoder.
 async fn pump(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     mut chunked: Option<ChunkedDecoder>,
     first: Bytes,
     layout: PcmLayout,
     tx: &PcmSender,
     station: &Station,
 ) -> Result<&'static str, String> {
-    let source_timeout = station.config.limits.source_timeout;
+    let source_timeout = station.config().limits.source_timeout;
     let frame_bytes = layout.format.bytes_per_sample() * usize::from(layout.channels);
     let mut raw = BytesMut::from(&first[..]);
     // Body bytes not yet decoded: less than one sample frame after each step.

@@ -55,6 +55,7 @@ pub async fn run(station: Arc<Station>, target: String) -> Result<(), String> {
         .get(&target)
         .ok_or_else(|| format!("{target}: not a configured mount"))?;
     let cfg = mount
+        .conf()
         .config
         .clone()
         .ok_or_else(|| format!("{target}: not a configured mount"))?;

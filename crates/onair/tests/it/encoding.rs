@@ -17,7 +17,10 @@ use onair_proto::{
     frame::{Format, Framer, UnitKind},
     icy::StreamMeta,
 };
-use tokio::{io::AsyncReadExt, time::timeout};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    time::timeout,
+};
 
 use crate::support::*;
 
@@ -437,6 +440,10 @@ async fn transcoder_follows_its_source_to_the_fallback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_config_station_plays_the_demo_and_yields_to_a_source() {
     require_ffmpeg();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     // Exactly what `onair serve` does with no config file (bind and secrets overridden).
     let ov = onair::config::Overrides {
         bind: Some("127.0.0.1:0".parse().unwrap()),
@@ -476,11 +483,15 @@ async fn zero_config_station_plays_the_demo_and_yields_to_a_source() {
     assert!(tops.len() >= 3, "the same sound throughout: {windows:?}");
 
     // A real source on /stream takes over; the listener stays and hears it.
-    let tone = s16_tone(440.0, 4.0);
+    // 12 s of tone, sent in the background (the server takes it at real-time speed).
+    let tone = s16_tone(440.0, 12.0);
     let mut src = Source::put(addr, "/stream", S16_CT).await;
-    src.send(&tone).await;
     let had = listener.body.len();
-    // 5 s more (the tone, then whatever follows it).
+    let feed = tokio::spawn(async move {
+        let _ = src.stream.write_all(&tone).await;
+        src
+    });
+    // 5 s more: the rest of the demo's lead, then the tone.
     listener.fill(had + 16_000 * 5).await;
     let (audio, _) = deinterleave(&listener.body[had..], metaint);
     let decoded = ffmpeg_pcm(&audio, 22_050);
@@ -489,7 +500,7 @@ async fn zero_config_station_plays_the_demo_and_yields_to_a_source() {
         .filter(|w| w.len() == 11_025)
         .any(|w| peak_frequency(w, 22_050, 60, 2000, 10) == 440.0 && rms(w) > 0.1);
     assert!(heard_tone, "the listener hears the source that took over");
-    drop(src);
+    feed.abort();
     // When it leaves, the demo comes back for new listeners.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let back = listen_when_live(addr, "/stream", false).await;

@@ -5,5 +5,7 @@ mod browser;
 mod encoding;
 mod interop;
 mod ops;
+mod process;
 mod support;
+mod tls;
 mod wire;

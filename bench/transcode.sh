@@ -95,7 +95,7 @@ run_onair() { # with_transcoders -> CPU %
 }
 
 run_ffmpeg() { # -> CPU %
-    ffmpeg -v error -re -stream_loop -1 -i "$INPUT" \
+    ffmpeg -v error -y -re -stream_loop -1 -i "$INPUT" \
         -map 0:a -c:a libmp3lame -b:a 64k -f mp3 /dev/null \
         -map 0:a -c:a libmp3lame -b:a 96k -f mp3 /dev/null \
         -map 0:a -ar 48000 -c:a libopus -b:a 64k -f ogg /dev/null </dev/null &

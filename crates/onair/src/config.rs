@@ -206,9 +206,11 @@ impl EncodingSettings {
             codec: self.codec,
             bitrate_kbps: self.bitrate_kbps,
             vbr: false,
-            rate: self
-                .sample_rate
-                .unwrap_or(if native.contains(&rate) { rate } else { fallback }),
+            rate: self.sample_rate.unwrap_or(if native.contains(&rate) {
+                rate
+            } else {
+                fallback
+            }),
             channels: self.channels.unwrap_or(channels.clamp(1, 2)),
         }
     }
@@ -441,13 +443,12 @@ impl Config {
                     )));
                 }
             }
-            let settings =
-                MountSettings::resolve(&m.settings, &defaults).map_err(|e| match e {
-                    ConfigError::Invalid(msg) => {
-                        ConfigError::Invalid(format!("mount {}: {msg}", m.name))
-                    }
-                    other => other,
-                })?;
+            let settings = MountSettings::resolve(&m.settings, &defaults).map_err(|e| match e {
+                ConfigError::Invalid(msg) => {
+                    ConfigError::Invalid(format!("mount {}: {msg}", m.name))
+                }
+                other => other,
+            })?;
             settings.validate(&format!("mount {}", m.name))?;
             mounts.push(MountConfig {
                 username: m.username.unwrap_or_else(|| "source".into()),

@@ -158,8 +158,11 @@ async fn encode(args: EncodeArgs) -> anyhow::Result<()> {
     let opts = EncoderOptions::new(settings.clone(), "onair encode");
     let (tx, task) = encoder::start(mount.clone(), opts, token.clone())?;
     if let Some(title) = args.title {
-        tx.send_async(Message::Title(onair_proto::icy::StreamMeta { title, url: None }))
-            .await?;
+        tx.send_async(Message::Title(onair_proto::icy::StreamMeta {
+            title,
+            url: None,
+        }))
+        .await?;
     }
     let desc = StreamDescription {
         content_type: codec.content_type().into(),

@@ -45,7 +45,11 @@ pub fn read_pcm(mut input: impl Read, layout: PcmLayout, tx: &PcmSender) -> Resu
         buf.copy_within(whole..held, 0);
         held -= whole;
         if tx
-            .send(Message::Pcm(Pcm::new(layout.rate, layout.channels, samples)))
+            .send(Message::Pcm(Pcm::new(
+                layout.rate,
+                layout.channels,
+                samples,
+            )))
             .is_err()
         {
             return Ok(());

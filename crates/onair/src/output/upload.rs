@@ -139,7 +139,10 @@ pub async fn run(
         crate::SERVER_ID,
         desc.content_type
     );
-    for (k, v) in [("Ice-Name", &desc.name), ("Ice-Description", &desc.description)] {
+    for (k, v) in [
+        ("Ice-Name", &desc.name),
+        ("Ice-Description", &desc.description),
+    ] {
         if let Some(v) = v {
             head.push_str(&format!("{k}: {}\r\n", v.replace(['\r', '\n'], " ")));
         }
@@ -284,12 +287,23 @@ mod tests {
     fn targets_parse_with_defaults() {
         let t = Target::parse("http://source:pw@example.org:8010/live.mp3").unwrap();
         assert_eq!(
-            (t.host.as_str(), t.port, t.mount.as_str(), t.user.as_str(), t.password.as_str()),
+            (
+                t.host.as_str(),
+                t.port,
+                t.mount.as_str(),
+                t.user.as_str(),
+                t.password.as_str()
+            ),
             ("example.org", 8010, "/live.mp3", "source", "pw")
         );
         let t = Target::parse("icecast://pw@host/m").unwrap();
         assert_eq!((t.port, t.user.as_str()), (8000, "source"));
-        for bad in ["ftp://a:b@h/m", "http://h:8000/m", "http://a:b@h:x/m", "http://a:b@h:80/"] {
+        for bad in [
+            "ftp://a:b@h/m",
+            "http://h:8000/m",
+            "http://a:b@h:x/m",
+            "http://a:b@h:80/",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

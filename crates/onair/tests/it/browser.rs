@@ -63,7 +63,8 @@ async fn start_driver() -> Driver {
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let profile = std::env::temp_dir().join(format!("onair-it-chromium-{}-{port}", std::process::id()));
+    let profile =
+        std::env::temp_dir().join(format!("onair-it-chromium-{}-{port}", std::process::id()));
     let driver = Driver {
         child,
         addr,
@@ -106,7 +107,10 @@ async fn wd(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> 
             let n = s.read(&mut buf).await.unwrap();
             if n == 0 {
                 let text = String::from_utf8_lossy(&out);
-                return text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+                return text
+                    .split_once("\r\n\r\n")
+                    .map_or("", |(_, b)| b)
+                    .to_string();
             }
             out.extend_from_slice(&buf[..n]);
         }
@@ -114,8 +118,8 @@ async fn wd(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> 
     let json = tokio::time::timeout(Duration::from_secs(60), read)
         .await
         .unwrap_or_else(|_| panic!("chromedriver did not answer {method} {path}"));
-    let v: Value = serde_json::from_str(&json)
-        .unwrap_or_else(|e| panic!("chromedriver said {json:?}: {e}"));
+    let v: Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("chromedriver said {json:?}: {e}"));
     v["value"].clone()
 }
 
@@ -182,7 +186,12 @@ async fn every_encoded_mount_plays_in_headless_chromium() {
     // each, read by the server at real-time speed.
     let mut feeds = Vec::new();
     for (mount, freq) in [("/pcm.mp3", 440.0), ("/pcm.opus", 660.0)] {
-        let mut src = Source::put(addr, mount, "audio/x-raw;format=S16LE;rate=44100;channels=2").await;
+        let mut src = Source::put(
+            addr,
+            mount,
+            "audio/x-raw;format=S16LE;rate=44100;channels=2",
+        )
+        .await;
         let tone = s16_tone(freq, 40.0);
         feeds.push(tokio::spawn(async move {
             let _ = src.stream.write_all(&tone).await;

@@ -39,7 +39,9 @@ pub fn require_ffmpeg() {
 pub fn ffmpeg_pcm(data: &[u8], rate: u32) -> Vec<f32> {
     require_ffmpeg();
     let mut child = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1"])
+        .args([
+            "-nostdin", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1",
+        ])
         .args(["-ar", &rate.to_string(), "pipe:1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -249,7 +251,10 @@ async fn pcm_source_round_trip(toml: &str, content_type: &str, body: Vec<u8>) ->
         src.send(&rest).await;
         src
     });
-    let src = timeout(Duration::from_secs(15), sender).await.unwrap().unwrap();
+    let src = timeout(Duration::from_secs(15), sender)
+        .await
+        .unwrap()
+        .unwrap();
     drop(src);
     read_to_end(&mut listener, Duration::from_secs(15)).await;
     srv.shutdown(Duration::from_secs(2)).await;
@@ -262,16 +267,16 @@ async fn float32_pcm_source_is_encoded_to_mp3() {
     // 3 s of 1 kHz at 24 kHz mono, float32 little-endian, as numpy's tobytes() makes it.
     let pcm = sine(1000.0, 24_000, 1, 0, 72_000);
     let body: Vec<u8> = pcm.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let (head, audio) = pcm_source_round_trip(
-        "",
-        "audio/x-raw;format=F32LE;rate=24000;channels=1",
-        body,
-    )
-    .await;
+    let (head, audio) =
+        pcm_source_round_trip("", "audio/x-raw;format=F32LE;rate=24000;channels=1", body).await;
     assert_eq!(header(&head, "content-type"), Some("audio/mpeg"), "{head}");
     let mut framer = Framer::new(Format::Mpeg);
     let first = framer.next_unit(&audio).unwrap();
-    assert_eq!(first.kind, UnitKind::Audio, "the stream starts on an MP3 frame");
+    assert_eq!(
+        first.kind,
+        UnitKind::Audio,
+        "the stream starts on an MP3 frame"
+    );
     assert_eq!(framer.stream_info().sample_rate, 24_000);
     assert_eq!(framer.stream_info().bitrate, 128_000);
     let decoded = ffmpeg_pcm(&audio, 24_000);
@@ -299,7 +304,10 @@ async fn l16_pcm_source_is_encoded_to_the_mounts_codec() {
     )
     .await;
     assert_eq!(header(&head, "content-type"), Some("audio/ogg"), "{head}");
-    assert!(audio.starts_with(b"OggS"), "the stream starts on an Ogg page");
+    assert!(
+        audio.starts_with(b"OggS"),
+        "the stream starts on an Ogg page"
+    );
     let decoded = ffmpeg_pcm(&audio, 48_000);
     let secs = decoded.len() as f64 / 48_000.0;
     assert!((2.9..3.3).contains(&secs), "decoded {secs} s");
@@ -327,7 +335,11 @@ async fn listen_when_live(addr: std::net::SocketAddr, mount: &str, icy: bool) ->
         if l.head.contains(" 200 ") {
             return l;
         }
-        assert!(std::time::Instant::now() < deadline, "{mount} never went live: {}", l.head);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{mount} never went live: {}",
+            l.head
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -336,7 +348,10 @@ async fn listen_when_live(addr: std::net::SocketAddr, mount: &str, icy: bool) ->
 async fn read_some(l: &mut Listener, n: usize) {
     let mut buf = vec![0u8; 16384];
     while l.body.len() < n {
-        match timeout(STEP, l.stream.read(&mut buf)).await.expect("listener starved") {
+        match timeout(STEP, l.stream.read(&mut buf))
+            .await
+            .expect("listener starved")
+        {
             Ok(0) | Err(_) => return,
             Ok(k) => l.body.extend_from_slice(&buf[..k]),
         }
@@ -361,7 +376,10 @@ async fn transcoded_mounts_follow_audio_titles_and_the_end_of_their_source() {
     let mut opus = listen_when_live(addr, "/live.opus", false).await;
     assert_eq!(header(&mp3.head, "content-type"), Some("audio/mpeg"));
     assert_eq!(header(&opus.head, "content-type"), Some("audio/ogg"));
-    assert_eq!(set_title(addr, "/live", "song=Transcoded%20Title", ADMIN).await, 200);
+    assert_eq!(
+        set_title(addr, "/live", "song=Transcoded%20Title", ADMIN).await,
+        200
+    );
     let rest = body[body.len() / 7..].to_vec();
     let sender = tokio::spawn(async move {
         src.send(&rest).await;
@@ -385,11 +403,19 @@ async fn transcoded_mounts_follow_audio_titles_and_the_end_of_their_source() {
     framer.next_unit(&audio).unwrap();
     assert_eq!(framer.stream_info().bitrate, 64_000, "re-encoded at 64k");
     let decoded = ffmpeg_pcm(&audio, 44_100);
-    assert!(decoded.len() > 44_100 * 3, "decoded {} samples", decoded.len());
+    assert!(
+        decoded.len() > 44_100 * 3,
+        "decoded {} samples",
+        decoded.len()
+    );
     let mid = &decoded[44_100..decoded.len() - 44_100];
     assert_eq!(peak_frequency(mid, 44_100, 200, 2000, 5), 440.0);
     let decoded = ffmpeg_pcm(&opus.body, 48_000);
-    assert!(decoded.len() > 48_000 * 3, "decoded {} samples", decoded.len());
+    assert!(
+        decoded.len() > 48_000 * 3,
+        "decoded {} samples",
+        decoded.len()
+    );
     let mid = &decoded[48_000..decoded.len() - 48_000];
     assert_eq!(peak_frequency(mid, 48_000, 200, 2000, 5), 440.0);
     srv.shutdown(Duration::from_secs(2)).await;
@@ -464,9 +490,17 @@ async fn zero_config_station_plays_the_demo_and_yields_to_a_source() {
     let title = &titles.first().expect("the demo announces a title").1;
     assert!(title.starts_with("onair demo"), "title {title:?}");
     let decoded = ffmpeg_pcm(&audio, 22_050);
-    assert!(decoded.len() >= 22_050 * 5, "decoded {} samples", decoded.len());
+    assert!(
+        decoded.len() >= 22_050 * 5,
+        "decoded {} samples",
+        decoded.len()
+    );
     let music = &decoded[22_050..];
-    assert!(rms(music) > 0.01, "the demo is not silent: rms {}", rms(music));
+    assert!(
+        rms(music) > 0.01,
+        "the demo is not silent: rms {}",
+        rms(music)
+    );
     // Music, not a tone: each half second holds several strong partials (a chord, not a sine), and which are
     // strongest changes over time (a melody over changing chords).
     let windows: Vec<Vec<u64>> = music
@@ -474,7 +508,11 @@ async fn zero_config_station_plays_the_demo_and_yields_to_a_source() {
         .filter(|w| w.len() == 11_025 && rms(w) > 0.005)
         .map(|w| strong_frequencies(w, 22_050))
         .collect();
-    assert!(windows.len() >= 6, "too few audible windows: {}", windows.len());
+    assert!(
+        windows.len() >= 6,
+        "too few audible windows: {}",
+        windows.len()
+    );
     let rich = windows.iter().filter(|f| f.len() >= 3).count();
     assert!(rich * 2 > windows.len(), "mostly single tones: {windows:?}");
     let mut tops: Vec<&[u64]> = windows.iter().map(|f| &f[..f.len().min(3)]).collect();
@@ -549,8 +587,18 @@ async fn encode_command_streams_stdin_to_an_onair_server() {
         .flat_map(|s| s.to_le_bytes())
         .collect();
     let args: Vec<String> = [
-        "--rate", "24000", "--channels", "1", "--format", "f32le", "--bitrate", "64",
-        "--title", "From the command line", "--name", "CLI test",
+        "--rate",
+        "24000",
+        "--channels",
+        "1",
+        "--format",
+        "f32le",
+        "--bitrate",
+        "64",
+        "--title",
+        "From the command line",
+        "--name",
+        "CLI test",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -561,7 +609,12 @@ async fn encode_command_streams_stdin_to_an_onair_server() {
     .collect();
     let cli = tokio::task::spawn_blocking(move || run_encode_cli(&args, pcm));
     let mut listener = listen_when_live(addr, "/cli", true).await;
-    assert_eq!(header(&listener.head, "icy-name"), Some("CLI test"), "{}", listener.head);
+    assert_eq!(
+        header(&listener.head, "icy-name"),
+        Some("CLI test"),
+        "{}",
+        listener.head
+    );
     read_to_end(&mut listener, Duration::from_secs(20)).await;
     assert!(cli.await.unwrap().success(), "onair encode failed");
     let (audio, titles) = deinterleave(&listener.body, listener.metaint().unwrap());
@@ -571,7 +624,10 @@ async fn encode_command_streams_stdin_to_an_onair_server() {
     );
     let decoded = ffmpeg_pcm(&audio, 24_000);
     let secs = decoded.len() as f64 / 24_000.0;
-    assert!(secs > 2.5, "decoded {secs} s of 4 s (the listener joined late: burst covers the start)");
+    assert!(
+        secs > 2.5,
+        "decoded {secs} s of 4 s (the listener joined late: burst covers the start)"
+    );
     let mid = &decoded[12_000..decoded.len() - 12_000];
     assert_eq!(peak_frequency(mid, 24_000, 100, 3000, 1), 523.0);
     srv.shutdown(Duration::from_secs(2)).await;
@@ -596,7 +652,10 @@ fn start_icecast2() -> Icecast2 {
         .args(["-c", "command -v icecast2"])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(found, "test peer `icecast2` is not installed: run `bash .ci/run`, which installs it");
+    assert!(
+        found,
+        "test peer `icecast2` is not installed: run `bash .ci/run`, which installs it"
+    );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -608,9 +667,13 @@ fn start_icecast2() -> Icecast2 {
     let mut changeowner = String::new();
     if root {
         // icecast2 refuses to run as root unless told which user to become.
-        changeowner = "<changeowner><user>icecast2</user><group>icecast</group></changeowner>".into();
+        changeowner =
+            "<changeowner><user>icecast2</user><group>icecast</group></changeowner>".into();
         let _ = Command::new("chmod").arg("755").arg(&dir).status();
-        let _ = Command::new("chown").arg("icecast2:icecast").arg(dir.join("log")).status();
+        let _ = Command::new("chown")
+            .arg("icecast2:icecast")
+            .arg(dir.join("log"))
+            .status();
     }
     let template = include_str!("../../../../bench/icecast.xml.in");
     let xml = template
@@ -630,7 +693,10 @@ fn start_icecast2() -> Icecast2 {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = std::time::Instant::now() + STEP;
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "icecast2 did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "icecast2 did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Icecast2 {
@@ -667,12 +733,22 @@ async fn encode_command_streams_stdin_to_icecast2() {
     read_some(&mut listener, 32_000).await;
     let (_, status) = http_get(addr, "/status-json.xsl", None).await;
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
-    assert_eq!(v["icestats"]["source"]["title"], "Sent to icecast2", "{status}");
-    assert_eq!(v["icestats"]["source"]["server_type"], "audio/mpeg", "{status}");
+    assert_eq!(
+        v["icestats"]["source"]["title"], "Sent to icecast2",
+        "{status}"
+    );
+    assert_eq!(
+        v["icestats"]["source"]["server_type"], "audio/mpeg",
+        "{status}"
+    );
     read_to_end(&mut listener, Duration::from_secs(20)).await;
     assert!(cli.await.unwrap().success(), "onair encode failed");
     let decoded = ffmpeg_pcm(&listener.body, 48_000);
-    assert!(decoded.len() > 48_000 * 2, "decoded {} samples", decoded.len());
+    assert!(
+        decoded.len() > 48_000 * 2,
+        "decoded {} samples",
+        decoded.len()
+    );
     let mid = &decoded[24_000..decoded.len() - 24_000];
     assert_eq!(peak_frequency(mid, 48_000, 100, 3000, 5), 440.0);
 }

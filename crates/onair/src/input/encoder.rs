@@ -32,7 +32,8 @@
 //!   more than [`MAX_BEHIND`] late the pacer re-anchors (`resync_if_late`). Nothing is sent
 //!   meanwhile (pending audio is flushed to listeners after [`IDLE_FLUSH`]), unless
 //!   [`EncoderOptions::silence_fill`] is set: then silence is encoded whenever no PCM has
-//!   arrived by the time the mount would run dry, so listeners never starve.
+//!   arrived 150 ms after the mount ran dry, so listeners never starve (producers using it
+//!   should send blocks of at most 100 ms, or their own jitter becomes silence).
 //! - **Titles**: `Title` applies at the stream byte where the title's first sample lands.
 //!   MP3: the sample position (input so far, including what the resampler holds) is shifted
 //!   by LAME's delay ([`MP3_DELAY`] samples: 576 encoder + 529 decoder), and the title is
@@ -340,8 +341,9 @@ enum Event {
 }
 
 /// Silence fill starts this long after the mount ran out of audio (a producer running at
-/// real time delivers each block a little after its slot; that must not count).
-const FILL_GRACE: Duration = Duration::from_millis(500);
+/// real time delivers each block a little after its slot; that must not count). Below
+/// [`MAX_BEHIND`], so filled silence itself never counts as a stall and keeps real time.
+const FILL_GRACE: Duration = Duration::from_millis(150);
 
 impl Pipeline {
     fn new(

@@ -752,3 +752,49 @@ async fn encode_command_streams_stdin_to_icecast2() {
     let mid = &decoded[24_000..decoded.len() - 24_000];
     assert_eq!(peak_frequency(mid, 48_000, 100, 3000, 5), 440.0);
 }
+
+/// Encodes 1 s of tone, stalls for 3 s, ends; returns the seconds a listener decoded.
+async fn stalled_producer_seconds(silence_fill: bool) -> f64 {
+    let srv = start("[defaults]\nchunk_ms = 100\n[[mount]]\nname = \"/stall\"\n").await;
+    let addr = srv.local_addr();
+    let mount = srv.station.mounts.get("/stall").unwrap();
+    let settings = EncoderSettings {
+        codec: Codec::Mp3,
+        bitrate_kbps: 64,
+        vbr: false,
+        rate: 24_000,
+        channels: 1,
+    };
+    let mut opts = EncoderOptions::new(settings, "stall test");
+    opts.silence_fill = silence_fill;
+    let token = srv.station.supervisor.token().clone();
+    let (tx, task) = encoder::start(mount, opts, token).unwrap();
+    let mut listener = Listener::get(addr, "/stall", false).await;
+    tx.send_async(Message::Pcm(sine(440.0, 24_000, 1, 0, 24_000)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tx.send_async(Message::End).await.unwrap();
+    read_to_end(&mut listener, Duration::from_secs(10)).await;
+    task.finished().await.unwrap();
+    srv.shutdown(Duration::from_secs(2)).await;
+    ffmpeg_pcm(&listener.body, 24_000).len() as f64 / 24_000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_producer_gets_silence_only_when_asked() {
+    require_ffmpeg();
+    let (plain, filled) = tokio::join!(
+        stalled_producer_seconds(false),
+        stalled_producer_seconds(true)
+    );
+    assert!(
+        plain < 1.3,
+        "without silence_fill only the audio sent: {plain} s"
+    );
+    // The mount runs dry 1 s in; filling starts 150 ms later and keeps real time to 3 s.
+    assert!(
+        filled > 2.4,
+        "silence_fill keeps the stream going: {filled} s"
+    );
+}

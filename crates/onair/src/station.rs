@@ -249,6 +249,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
+    start_encoded(&station);
     if let Some(sc) = shoutcast {
         station.supervisor.spawn_service(
             "shoutcast",
@@ -322,6 +323,25 @@ async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+/// Starts the live-encoded inputs: transcoded mounts and (unless something replaced it)
+/// the demo programme.
+fn start_encoded(station: &Arc<Station>) {
+    let config = station.config();
+    for m in &config.mounts {
+        if m.transcode_from.is_some() {
+            station.supervisor.spawn_service(
+                "transcode",
+                crate::input::transcode::run(station.clone(), m.name.clone()),
+            );
+        }
+    }
+    if config.demo.enabled {
+        station
+            .supervisor
+            .spawn_service("demo", crate::input::demo::run(station.clone()));
+    }
 }
 
 fn check_compat(

@@ -1,8 +1,9 @@
 //! Upload: an Icecast source client that sends one local mount's stream to a remote
 //! Icecast-compatible server (onair, icecast2) with `PUT` — what `onair encode` uses to
-//! publish what it encodes. MP3 titles are sent the way Icecast sources do
-//! (`/admin/metadata?mode=updinfo` with the source credentials); Ogg/Opus titles travel
-//! in-band in the stream's OpusTags and need no request.
+//! publish what it encodes. Titles are sent the way Icecast sources do
+//! (`/admin/metadata?mode=updinfo` with the source credentials); Ogg/Opus titles also travel
+//! in-band in the stream's OpusTags, so a server that refuses the request for an Ogg mount
+//! (icecast2 does) still shows them.
 //!
 //! Invariants: only whole chunks of the local mount (whole frames/pages) are written; the
 //! remote gets the local mount's Ogg codec headers first; a remote that stops reading
@@ -166,10 +167,8 @@ pub async fn run(
     };
     let mut start = sub.start;
     let mut last_meta = start.current_meta.clone();
-    let mp3 = desc.content_type == "audio/mpeg";
-    if mp3 {
-        send_title(&target, &last_meta).await;
-    }
+    let in_band = desc.content_type != "audio/mpeg";
+    send_title(&target, &last_meta, in_band).await;
     for p in start.prefix.drain(..) {
         stream.write_all(&p).await.map_err(io)?;
     }
@@ -179,9 +178,9 @@ pub async fn run(
         match mount.read(start.seq, &mut chunks) {
             Read::Data(next) => {
                 for c in chunks {
-                    if mp3 && c.meta != last_meta {
+                    if c.meta != last_meta {
                         last_meta = c.meta.clone();
-                        send_title(&target, &last_meta).await;
+                        send_title(&target, &last_meta, in_band).await;
                     }
                     tokio::select! {
                         r = stream.write_all(&c.audio) => r.map_err(io)?,
@@ -221,8 +220,8 @@ async fn read_answer(stream: &mut TcpStream) -> std::io::Result<String> {
 }
 
 /// Sends an ICY metadata block's title as an Icecast metadata update (best effort: a
-/// failure is logged, streaming goes on).
-async fn send_title(target: &Target, meta: &Bytes) {
+/// failure is logged, streaming goes on; `in_band`: the stream carries the title anyway).
+async fn send_title(target: &Target, meta: &Bytes, in_band: bool) {
     if meta.len() < 2 {
         return;
     }
@@ -253,6 +252,9 @@ async fn send_title(target: &Target, meta: &Bytes) {
     match sent {
         Ok(Ok(a)) if a.split_whitespace().nth(1) == Some("200") => {
             tracing::info!(%title, "title sent")
+        }
+        Ok(Ok(a)) if in_band => {
+            tracing::info!(%title, answer = %a.lines().next().unwrap_or(""), "title update refused; the stream carries it in-band")
         }
         Ok(Ok(a)) => {
             tracing::warn!(%title, answer = %a.lines().next().unwrap_or(""), "title refused")

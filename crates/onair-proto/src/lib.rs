@@ -4,10 +4,12 @@
 //! Place in the data flow: inputs use [`icecast`] to parse source requests and
 //! [`frame`] to cut their bytes into frames/pages for a mount; outputs use [`icy`] to
 //! interleave metadata for listeners and [`playlist`] to describe mounts; inputs that
-//! play files (fallback files, AutoDJ) release frames on [`pace`]'s real-time deadlines.
+//! play files (fallback files, AutoDJ) release frames on [`pace`]'s real-time deadlines;
+//! the push output speaks the client side of the source protocols with [`push`].
 
 pub mod frame;
 pub mod icecast;
 pub mod icy;
 pub mod pace;
 pub mod playlist;
+pub mod push;

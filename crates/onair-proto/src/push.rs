@@ -135,7 +135,7 @@ impl PushTarget {
 
     /// `host:port` as it goes in a `Host` header (IPv6 in brackets).
     pub fn authority(&self) -> String {
-        authority(&self.host, self.port)
+        encode_authority(&self.host, self.port)
     }
 
     /// The URL with the password hidden, for logs.
@@ -149,7 +149,8 @@ impl PushTarget {
     }
 }
 
-fn authority(host: &str, port: u16) -> String {
+/// `host:port` for a `Host` header or a log line (IPv6 in brackets).
+pub fn encode_authority(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {

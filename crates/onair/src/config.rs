@@ -101,8 +101,23 @@ pub struct RawMount {
     pub description: Option<String>,
     pub genre: Option<String>,
     pub url: Option<String>,
+    #[serde(default)]
+    pub push: Vec<RawPush>,
     #[serde(flatten)]
     pub settings: RawMountSettings,
+}
+
+/// A `[[mount.push]]` entry: relay the mount to a remote server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPush {
+    pub to: String,
+    pub protocol: Option<String>,
+    pub stream_name: Option<String>,
+    pub description: Option<String>,
+    pub genre: Option<String>,
+    pub url: Option<String>,
+    pub public: Option<bool>,
 }
 
 /// CLI flags that override the file.
@@ -195,6 +210,41 @@ pub struct MountConfig {
     pub genre: Option<String>,
     pub url: Option<String>,
     pub settings: MountSettings,
+    /// Remote servers this mount is relayed to.
+    pub push: Vec<PushConfig>,
+}
+
+/// A validated `[[mount.push]]` entry.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    pub target: onair_proto::push::PushTarget,
+    pub protocol: onair_proto::push::Protocol,
+    /// Labels announced instead of the mount's (unset: the mount's).
+    pub info: onair_proto::icecast::StreamInfoHeaders,
+}
+
+impl PushConfig {
+    pub fn from_raw(raw: RawPush) -> Result<PushConfig, String> {
+        let target = onair_proto::push::PushTarget::parse(&raw.to).map_err(|e| e.to_string())?;
+        let protocol = match raw.protocol.as_deref() {
+            None => onair_proto::push::Protocol::Icecast,
+            Some(p) => onair_proto::push::Protocol::parse(p)
+                .ok_or_else(|| format!("unknown push protocol {p:?} (icecast or shoutcast)"))?,
+        };
+        Ok(PushConfig {
+            target,
+            protocol,
+            info: onair_proto::icecast::StreamInfoHeaders {
+                name: raw.stream_name,
+                description: raw.description,
+                genre: raw.genre,
+                url: raw.url,
+                public: raw.public,
+                bitrate: None,
+                audio_info: None,
+            },
+        })
+    }
 }
 
 pub const DEFAULT_BIND: &str = "0.0.0.0:8000";
@@ -308,6 +358,12 @@ impl Config {
             }
             let settings = MountSettings::resolve(&m.settings, &defaults)?;
             settings.validate(&format!("mount {}", m.name))?;
+            let push = m
+                .push
+                .into_iter()
+                .map(PushConfig::from_raw)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConfigError::Invalid(format!("mount {} push: {e}", m.name)))?;
             mounts.push(MountConfig {
                 username: m.username.unwrap_or_else(|| "source".into()),
                 password: m.password,
@@ -323,6 +379,7 @@ impl Config {
                 genre: m.genre,
                 url: m.url,
                 settings,
+                push,
                 name: m.name,
             });
         }
@@ -537,6 +594,37 @@ mod tests {
         }
         let raw: RawConfig = toml::from_str("[defaults]\nmetaint = 0").unwrap();
         assert!(Config::from_raw(raw, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn push_entries() {
+        let load = |t: &str| Config::from_raw(toml::from_str(t).unwrap(), &Overrides::default());
+        let c = load(
+            r#"
+            [[mount]]
+            name = "/live"
+            [[mount.push]]
+            to = "http://source:pw@relay.example:8010/live"
+            stream_name = "Relay"
+            public = true
+            [[mount.push]]
+            to = "http://:pw@old.example:8000/"
+            protocol = "shoutcast"
+            "#,
+        )
+        .unwrap();
+        let p = &c.mount("/live").unwrap().push;
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].target.port, 8010);
+        assert_eq!(p[0].info.name.as_deref(), Some("Relay"));
+        assert_eq!(p[0].info.public, Some(true));
+        assert_eq!(p[1].protocol, onair_proto::push::Protocol::Shoutcast);
+        let bad = "[[mount]]\nname = \"/a\"\n[[mount.push]]\nto = \"http://host/x\"\n";
+        assert!(load(bad).unwrap_err().to_string().contains("password"));
+        let bad = "[[mount]]\nname = \"/a\"\n[[mount.push]]\nto = \"http://a:b@h/x\"\nprotocol = \"rtmp\"\n";
+        assert!(load(bad).is_err());
+        let typo = "[[mount]]\nname = \"/a\"\n[[mount.push]]\nto = \"http://a:b@h/x\"\nprotocl = \"icecast\"\n";
+        assert!(toml::from_str::<RawConfig>(typo).is_err());
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config,
     });
     start_files(&station).await?;
+    crate::output::push::start_configured(&station);
     if let Some(sc) = shoutcast {
         station.supervisor.spawn_service(
             "shoutcast",

@@ -543,6 +543,11 @@ impl Mount {
         }
     }
 
+    /// The Ogg codec header pages of the current chain link (empty for other formats).
+    pub fn codec_headers(&self) -> Vec<Bytes> {
+        self.lock().ogg.pages.clone()
+    }
+
     /// How far (bytes) the newest audio is ahead of `offset`.
     pub fn lag_behind(&self, offset: u64) -> u64 {
         self.lock().ring.end_offset().saturating_sub(offset)

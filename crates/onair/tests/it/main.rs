@@ -3,5 +3,6 @@
 
 mod interop;
 mod ops;
+mod push;
 mod support;
 mod wire;

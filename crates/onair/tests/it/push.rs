@@ -1,0 +1,550 @@
+//! Push output: a local mount relayed to a remote server — a second onair station (Icecast
+//! PUT and SHOUTcast v1), a real icecast2 (listened to there, and restarted mid-stream), and
+//! tiny fake servers for the paths real ones do not take on demand (PUT refused → SOURCE,
+//! `403 Mountpoint in use`, a broken connection in the middle of a playout).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use onair::{
+    config::MountSettings,
+    mount::{Mount, SourceInfo, SourceTicket},
+    output::push::{Mode, Push, PushSettings, PushState},
+};
+use onair_proto::{
+    frame::{Format, Framer},
+    icecast::{parse_request_head, RequestHead, StreamInfoHeaders},
+    push::{Protocol, PushTarget},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    time::timeout,
+};
+
+use crate::support::*;
+
+/// The frame indices of `audio` from its first frame on (a relay through a server that
+/// does not cut on frame boundaries may start mid-frame); asserts they are consecutive.
+fn consecutive_frames(audio: &[u8]) -> Vec<u32> {
+    let start = (0..audio.len().min(8 * FRAME_LEN))
+        .find(|&p| {
+            frame_index_at(audio, p)
+                .is_some_and(|i| frame_index_at(audio, p + FRAME_LEN) == Some(i + 1))
+        })
+        .unwrap_or_else(|| panic!("no frame run in {} bytes", audio.len()));
+    let idx = frame_indices(&audio[start..]);
+    for w in idx.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "frames skipped or repeated: {idx:?}");
+    }
+    idx
+}
+
+/// Connects as an ICY listener once the mount is up (bounded).
+async fn listen_when_up(addr: SocketAddr, mount: &str) -> Listener {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = TcpStream::connect(addr).await {
+            drop(s);
+            let l = Listener::get(addr, mount, true).await;
+            if l.head.starts_with("HTTP/1.0 200") || l.head.starts_with("HTTP/1.1 200") {
+                return l;
+            }
+        }
+        assert!(Instant::now() < deadline, "{mount} never came up on {addr}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads until a metadata block carries `title` (bounded); returns audio and titles.
+async fn read_until_title(l: &mut Listener, title: &str) -> (Vec<u8>, Vec<(usize, String)>) {
+    let metaint = l.metaint().expect("icy-metaint");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (audio, titles) = deinterleave(&l.body, metaint);
+        if titles.iter().any(|(_, t)| t == title) {
+            return (audio, titles);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "title {title:?} never arrived; saw {titles:?}"
+        );
+        let have = audio.len();
+        l.fill_audio(metaint, have + 4 * FRAME_LEN).await;
+    }
+}
+
+/// A live source on `mount` of station `addr`, sending frames from `from` on.
+async fn live_source(addr: SocketAddr, mount: &str, from: u32) -> tokio::task::JoinHandle<()> {
+    let src = Source::put(addr, mount, "audio/mpeg").await;
+    keep_sending(src, from, 2)
+}
+
+fn push_toml(mount: &str, to: &str, extra: &str) -> String {
+    format!("[[mount]]\nname = \"{mount}\"\n[[mount.push]]\nto = \"{to}\"\n{extra}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_to_another_onair_station_with_titles() {
+    let remote = start("").await;
+    let r = remote.local_addr();
+    let local = start(&push_toml(
+        "/live",
+        &format!("http://source:{PASS}@{r}/relay"),
+        "stream_name = \"Relayed Radio\"\n",
+    ))
+    .await;
+    let a = local.local_addr();
+    let feeder = live_source(a, "/live", 0).await;
+    assert_eq!(
+        set_title(a, "/live", "song=First%20Song", ("source", PASS)).await,
+        200
+    );
+    let mut l = listen_when_up(r, "/relay").await;
+    assert_eq!(header(&l.head, "icy-name"), Some("Relayed Radio"));
+    assert_eq!(header(&l.head, "content-type"), Some("audio/mpeg"));
+    let (audio, _) = read_until_title(&mut l, "First Song").await;
+    // onair cuts on frame boundaries, so the relayed stream starts on one too.
+    assert!(frame_index_at(&audio, 0).is_some());
+    consecutive_frames(&audio);
+    assert_eq!(
+        set_title(a, "/live", "song=Second%20Song", ("source", PASS)).await,
+        200
+    );
+    let (audio, _) = read_until_title(&mut l, "Second Song").await;
+    let idx = consecutive_frames(&audio);
+    assert!(idx.len() > 20, "{}", idx.len());
+    feeder.abort();
+    local.shutdown(Duration::from_secs(2)).await;
+    remote.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_over_shoutcast_v1_with_titles() {
+    let remote = start_with_shoutcast("").await;
+    let r = remote.local_addr();
+    let local = start(&push_toml(
+        "/live",
+        &format!("http://:{PASS}@{r}/"),
+        "protocol = \"shoutcast\"\ngenre = \"Jazz\"\n",
+    ))
+    .await;
+    let a = local.local_addr();
+    let feeder = live_source(a, "/live", 0).await;
+    assert_eq!(
+        set_title(a, "/live", "song=Over%20ICY", ("source", PASS)).await,
+        200
+    );
+    // The SHOUTcast port feeds the remote's [shoutcast] mount.
+    let mut l = listen_when_up(r, "/stream").await;
+    assert_eq!(header(&l.head, "icy-genre"), Some("Jazz"));
+    let (audio, _) = read_until_title(&mut l, "Over ICY").await;
+    consecutive_frames(&audio);
+    feeder.abort();
+    local.shutdown(Duration::from_secs(2)).await;
+    remote.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A fake remote's view of one source connection.
+struct Accepted {
+    head: RequestHead,
+    stream: TcpStream,
+    body: Vec<u8>,
+}
+
+async fn accept_source(server: &TcpListener) -> Accepted {
+    let (mut stream, _) = timeout(STEP, server.accept())
+        .await
+        .expect("the push never connected")
+        .unwrap();
+    let got = read_until(&mut stream, b"\r\n\r\n").await;
+    let head = parse_request_head(&got, 8192).unwrap().unwrap();
+    Accepted {
+        body: got[head.head_len..].to_vec(),
+        head,
+        stream,
+    }
+}
+
+impl Accepted {
+    async fn read_body(&mut self, n: usize) {
+        let mut buf = [0u8; 8192];
+        while self.body.len() < n {
+            let r = timeout(STEP, self.stream.read(&mut buf))
+                .await
+                .expect("push stopped sending")
+                .unwrap();
+            assert!(r > 0, "push closed after {} bytes", self.body.len());
+            self.body.extend_from_slice(&buf[..r]);
+        }
+    }
+
+    fn assert_source_credentials(&self) {
+        let c = self.head.basic_auth().expect("credentials");
+        assert_eq!(
+            (c.user.as_str(), c.password.as_str()),
+            ("source", "remotepw")
+        );
+        assert_eq!(self.head.path(), "/relayed");
+        assert_eq!(self.head.header("content-type"), Some("audio/mpeg"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_refused_falls_back_to_source() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = server.local_addr().unwrap();
+    let local = start(&push_toml(
+        "/live",
+        &format!("http://source:remotepw@{fake}/relayed"),
+        "",
+    ))
+    .await;
+    let feeder = live_source(local.local_addr(), "/live", 0).await;
+    let mut put = accept_source(&server).await;
+    assert_eq!(put.head.method, "PUT");
+    assert!(put.head.expects_continue());
+    put.assert_source_credentials();
+    put.stream
+        .write_all(b"HTTP/1.0 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    drop(put);
+    let t = Instant::now();
+    let mut source = accept_source(&server).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "the fallback waits for no backoff"
+    );
+    assert_eq!(source.head.method, "SOURCE");
+    assert_eq!(source.head.minor_version, 0);
+    source.assert_source_credentials();
+    source
+        .stream
+        .write_all(b"HTTP/1.0 200 OK\r\n\r\n")
+        .await
+        .unwrap();
+    source.read_body(30 * FRAME_LEN).await;
+    assert!(
+        frame_index_at(&source.body, 0).is_some(),
+        "starts on a frame"
+    );
+    consecutive_frames(&source.body);
+    feeder.abort();
+    local.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mountpoint_in_use_is_retried_with_backoff() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = server.local_addr().unwrap();
+    let local = start(&push_toml(
+        "/live",
+        &format!("http://source:remotepw@{fake}/relayed"),
+        "",
+    ))
+    .await;
+    let feeder = live_source(local.local_addr(), "/live", 0).await;
+    let mut attempts = Vec::new();
+    for _ in 0..2 {
+        let mut busy = accept_source(&server).await;
+        attempts.push(Instant::now());
+        busy.stream
+            .write_all(b"HTTP/1.0 403 Forbidden\r\nContent-Type: text/html\r\n\r\n<html><body><b>Mountpoint in use</b></body></html>\r\n")
+            .await
+            .unwrap();
+    }
+    let mut ok = accept_source(&server).await;
+    attempts.push(Instant::now());
+    assert_eq!(ok.head.method, "PUT", "403 is not a reason to try SOURCE");
+    ok.assert_source_credentials();
+    ok.stream
+        .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\n")
+        .await
+        .unwrap();
+    ok.read_body(20 * FRAME_LEN).await;
+    consecutive_frames(&ok.body);
+    // Backoff: about 1 s, then about 2 s (jitter takes off at most a quarter).
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[0] >= Duration::from_millis(700), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(1450), "{gaps:?}");
+    feeder.abort();
+    local.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Feeds test frames into a mount directly, as a playout does.
+struct Producer {
+    mount: Arc<Mount>,
+    ticket: SourceTicket,
+    framer: Framer,
+}
+
+impl Producer {
+    fn attach(mount: Arc<Mount>) -> Producer {
+        let info = SourceInfo {
+            content_type: "audio/mpeg".into(),
+            format: Format::Mpeg,
+            headers: StreamInfoHeaders::default(),
+            peer: "127.0.0.1:0".parse().unwrap(),
+            user_agent: "test playout".into(),
+            connected_at: std::time::SystemTime::now(),
+        };
+        let claim = mount.attach_source(info, None).unwrap();
+        Producer {
+            mount,
+            ticket: claim.ticket,
+            framer: Framer::new(Format::Mpeg),
+        }
+    }
+
+    fn play(&mut self, range: std::ops::Range<u32>) {
+        let data = frames(range.clone());
+        let mut units = Vec::new();
+        let mut used = 0;
+        while let Some(u) = self.framer.next_unit(&data[used..]) {
+            used += u.len;
+            units.push(u);
+        }
+        assert_eq!(used, data.len());
+        assert!(self
+            .mount
+            .ingest(self.ticket, &data, &units, self.framer.stream_info()));
+        self.mount.flush();
+    }
+}
+
+async fn wait_state(state: &mut tokio::sync::watch::Receiver<PushState>, want: PushState) {
+    let reached = timeout(STEP, state.wait_for(|s| *s == want)).await.is_ok();
+    assert!(
+        reached,
+        "push never reached {want:?}, is {:?}",
+        *state.borrow()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playout_resumes_at_the_frame_where_the_connection_broke() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = server.local_addr().unwrap();
+    let mount = Arc::new(Mount::new(
+        "/playout".into(),
+        None,
+        &MountSettings::default(),
+    ));
+    let mut producer = Producer::attach(mount.clone());
+    let push = Push::new(
+        mount.clone(),
+        PushSettings {
+            target: PushTarget::parse(&format!("http://source:remotepw@{fake}/relayed")).unwrap(),
+            protocol: Protocol::Icecast,
+            info: StreamInfoHeaders::default(),
+            mode: Mode::Playout,
+            once: false,
+        },
+    );
+    let mut state = push.state();
+    let token = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(push.run(token.clone()));
+
+    // A producer that plays before the first connection is not lost either.
+    producer.play(0..10);
+    let mut first = accept_source(&server).await;
+    first.assert_source_credentials();
+    first
+        .stream
+        .write_all(b"HTTP/1.0 200 OK\r\n\r\n")
+        .await
+        .unwrap();
+    wait_state(&mut state, PushState::Streaming).await;
+    producer.play(10..40);
+    first.read_body(40 * FRAME_LEN).await;
+    assert_eq!(consecutive_frames(&first.body), (0..40).collect::<Vec<_>>());
+    drop(first);
+    wait_state(&mut state, PushState::Backoff).await;
+    // A playout that had not paused yet: what it publishes meanwhile waits in the ring.
+    producer.play(40..45);
+    let mut second = accept_source(&server).await;
+    second
+        .stream
+        .write_all(b"HTTP/1.0 200 OK\r\n\r\n")
+        .await
+        .unwrap();
+    wait_state(&mut state, PushState::Streaming).await;
+    producer.play(45..60);
+    second.read_body(20 * FRAME_LEN).await;
+    assert_eq!(
+        consecutive_frames(&second.body),
+        (40..60).collect::<Vec<_>>(),
+        "resumes exactly where the first connection stopped"
+    );
+    // The end of the playout ends the push.
+    mount.detach_source(producer.ticket);
+    timeout(STEP, run).await.unwrap().unwrap().unwrap();
+    assert_eq!(*state.borrow(), PushState::Finished);
+}
+
+/// A real icecast2 on loopback, with its own config and log directory; killed on drop.
+struct Icecast {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Icecast {
+    fn start(port: u16) -> Icecast {
+        let found = Command::new("sh")
+            .args(["-c", "command -v icecast2"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "icecast2 is not installed: run `bash .ci/run`, which installs it"
+        );
+        let dir =
+            std::env::temp_dir().join(format!("onair-it-{}-icecast-{port}", std::process::id()));
+        let log = dir.join("log");
+        std::fs::create_dir_all(&log).unwrap();
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let changeowner = if is_root {
+            // Icecast refuses to run as root unless told which user to become.
+            let ok = Command::new("chown")
+                .args(["-R", "icecast2:icecast"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "cannot hand {} to the icecast2 user", dir.display());
+            "<changeowner><user>icecast2</user><group>icecast</group></changeowner>"
+        } else {
+            ""
+        };
+        let config = format!(
+            r#"<icecast>
+  <location>loopback</location><admin>test@localhost</admin><hostname>127.0.0.1</hostname>
+  <limits><clients>20</clients><sources>4</sources><source-timeout>10</source-timeout>
+    <burst-on-connect>1</burst-on-connect><burst-size>16384</burst-size></limits>
+  <authentication><source-password>{PASS}</source-password><relay-password>{PASS}</relay-password>
+    <admin-user>admin</admin-user><admin-password>{PASS}</admin-password></authentication>
+  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <fileserve>0</fileserve>
+  <paths><basedir>/usr/share/icecast2</basedir><logdir>{log}</logdir>
+    <webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot></paths>
+  <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog><loglevel>3</loglevel></logging>
+  <security><chroot>0</chroot>{changeowner}</security>
+</icecast>
+"#,
+            log = log.display()
+        );
+        std::fs::write(dir.join("icecast.xml"), config).unwrap();
+        let mut ice = Icecast {
+            child: None,
+            dir,
+            port,
+        };
+        ice.spawn();
+        ice
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("icecast2")
+            .arg("-c")
+            .arg(self.dir.join("icecast.xml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("icecast2 starts");
+        self.child = Some(child);
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Waits until it accepts connections (bounded).
+    async fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(self.addr()).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "icecast2 did not come up; its log: {}",
+                std::fs::read_to_string(self.dir.join("log/error.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Icecast {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_to_icecast2_survives_a_restart() {
+    let mut ice = Icecast::start(free_port());
+    ice.wait_up().await;
+    let i = ice.addr();
+    let local = start(&push_toml(
+        "/live",
+        &format!("http://source:{PASS}@{i}/pushed"),
+        "stream_name = \"Pushed to Icecast\"\n",
+    ))
+    .await;
+    let a = local.local_addr();
+    let feeder = live_source(a, "/live", 0).await;
+    assert_eq!(
+        set_title(a, "/live", "song=Before%20Restart", ("source", PASS)).await,
+        200
+    );
+    let mut l = listen_when_up(i, "/pushed").await;
+    assert_eq!(header(&l.head, "icy-name"), Some("Pushed to Icecast"));
+    let (audio, _) = read_until_title(&mut l, "Before Restart").await;
+    let before = consecutive_frames(&audio);
+    drop(l);
+
+    ice.kill();
+    ice.spawn();
+    ice.wait_up().await;
+    // The push reconnects on its own and sends the last title again: nobody sets it here.
+    let mut l = listen_when_up(i, "/pushed").await;
+    let (audio, _) = read_until_title(&mut l, "Before Restart").await;
+    let after = consecutive_frames(&audio);
+    assert!(
+        after[0] > *before.last().unwrap(),
+        "the stream went on: {:?} then {:?}",
+        before.last(),
+        after.first()
+    );
+    assert_eq!(
+        set_title(a, "/live", "song=After%20Restart", ("source", PASS)).await,
+        200
+    );
+    let (audio, _) = read_until_title(&mut l, "After Restart").await;
+    consecutive_frames(&audio);
+    feeder.abort();
+    local.shutdown(Duration::from_secs(2)).await;
+}

@@ -4,21 +4,25 @@
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, RwLock,
     },
     time::{Duration, Instant, SystemTime},
 };
 
 use thiserror::Error;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 
 use crate::{
     config::Config,
     front,
     input::file::AudioFile,
-    mount::{registry::Registry, Compat, Mount},
+    mount::{
+        registry::{AttachError, Registry},
+        Compat, Mount, SourceClaim, SourceInfo,
+    },
     supervisor::Supervisor,
+    tls::Tls,
 };
 
 #[derive(Debug, Error)]
@@ -35,6 +39,40 @@ pub enum StartError {
     },
     #[error("{0}")]
     Format(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// Connections counted against `max_clients`: a counter rather than a semaphore, so that a
+/// reload can change the limit (connections above a lowered limit stay until they close).
+#[derive(Debug, Default)]
+pub struct ClientSlots {
+    in_use: AtomicUsize,
+}
+
+/// One connection's slot, given back when dropped.
+#[derive(Debug)]
+pub struct ClientSlot(Arc<ClientSlots>);
+
+impl ClientSlots {
+    pub fn try_acquire(self: &Arc<Self>, max: usize) -> Option<ClientSlot> {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ClientSlot(self.clone()))
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -49,19 +87,103 @@ pub struct Counters {
 
 #[derive(Debug)]
 pub struct Station {
-    pub config: Config,
+    /// Swapped whole by a reload (SIGHUP); readers take a snapshot with [`Station::config`].
+    config: RwLock<Arc<Config>>,
     pub mounts: Registry,
     pub supervisor: Supervisor,
-    pub client_slots: Arc<Semaphore>,
+    pub client_slots: Arc<ClientSlots>,
     pub counters: Counters,
     pub started_at: SystemTime,
     pub started: Instant,
     pub local_addr: SocketAddr,
     /// Where SHOUTcast v1 sources connect, if that port could be opened.
     pub shoutcast_addr: Option<SocketAddr>,
+    /// The certificate of the TLS listen socket, if `[tls]` is configured.
+    pub tls: Option<Tls>,
+    pub tls_addr: Option<SocketAddr>,
 }
 
 impl Station {
+    /// Applies a reloaded configuration without dropping listeners or sources: passwords,
+    /// limits, mount settings, fallbacks, added and removed mounts. Secrets that were
+    /// generated at start stay as they were. Returns notes on what needs a restart.
+    pub fn reload(&self, mut new: Config) -> Vec<String> {
+        let old = self.config();
+        let mut notes = Vec::new();
+        if new.auth.generated_source {
+            new.auth.source_password = old.auth.source_password.clone();
+        }
+        if new.auth.generated_admin {
+            new.auth.admin_password = old.auth.admin_password.clone();
+        }
+        if new.bind != old.bind {
+            notes.push(format!(
+                "bind {} -> {}: needs a restart",
+                old.bind, new.bind
+            ));
+        }
+        if new.shoutcast.port != old.shoutcast.port
+            || new.shoutcast.enabled != old.shoutcast.enabled
+        {
+            notes.push("[shoutcast] port/enabled: needs a restart".into());
+        }
+        for m in &new.mounts {
+            let files_changed = match old.mount(&m.name) {
+                Some(o) => o.fallback_file != m.fallback_file || o.intro_file != m.intro_file,
+                None => m.fallback_file.is_some() || m.intro_file.is_some(),
+            };
+            if files_changed {
+                notes.push(format!(
+                    "mount {}: fallback_file/intro_file changes need a restart",
+                    m.name
+                ));
+            }
+        }
+        for name in old.mounts.iter().chain(&new.mounts).map(|m| &m.name) {
+            let pushes = |c: &Config| c.mount(name).map(|m| m.push.clone()).unwrap_or_default();
+            let note = format!("mount {name}: [[mount.push]] changes need a restart");
+            if pushes(&old) != pushes(&new) && !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+        match (&self.tls, &new.tls) {
+            (Some(tls), Some(t)) => {
+                if old.tls.as_ref().map(|o| o.bind) != Some(t.bind) {
+                    notes.push("[tls] bind: needs a restart".into());
+                }
+                match tls.reload(&t.cert, &t.key) {
+                    Ok(()) => tracing::info!(cert = %t.cert.display(), "TLS certificate reloaded"),
+                    Err(e) => notes.push(format!("{e}; the previous certificate stays in use")),
+                }
+            }
+            (None, None) => {}
+            _ => notes.push("[tls] added or removed: needs a restart".into()),
+        }
+        self.mounts.reconfigure(&new);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        notes
+    }
+
+    /// The configuration in force now (a reload swaps it; a snapshot stays consistent).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Claims `mount` for a network source under the current `max_sources` and
+    /// `source_takeover` limits.
+    pub fn attach_source(
+        &self,
+        mount: &str,
+        info: SourceInfo,
+    ) -> Result<(Arc<Mount>, SourceClaim), AttachError> {
+        let limits = &self.config().limits;
+        self.mounts
+            .attach_source(mount, info, limits.max_sources, limits.source_takeover)
+    }
+
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -86,6 +208,10 @@ impl Running {
         self.station.shoutcast_addr
     }
 
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.station.tls_addr
+    }
+
     /// Stops accepting, closes sources and listeners, waits up to `grace`.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.station.supervisor.shutdown(grace).await
@@ -101,16 +227,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|source| StartError::Bind { addr, source })?;
     let shoutcast = bind_shoutcast(&config, local_addr);
     let shoutcast_addr = shoutcast.as_ref().and_then(|l| l.local_addr().ok());
+    let (tls, tls_listener) = match &config.tls {
+        None => (None, None),
+        Some(t) => {
+            let tls = Tls::load(&t.cert, &t.key)?;
+            let l = bind(t.bind).map_err(|source| StartError::Bind {
+                addr: t.bind,
+                source,
+            })?;
+            (Some(tls), Some(l))
+        }
+    };
+    let tls_addr = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
     let station = Arc::new(Station {
         mounts: Registry::new(&config),
         supervisor: Supervisor::default(),
-        client_slots: Arc::new(Semaphore::new(config.limits.max_clients)),
+        client_slots: Arc::default(),
         counters: Counters::default(),
         started_at: SystemTime::now(),
         started: Instant::now(),
         local_addr,
         shoutcast_addr,
-        config,
+        tls,
+        tls_addr,
+        config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
     crate::output::push::start_configured(&station);
@@ -122,7 +262,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     station
         .supervisor
-        .spawn_service("front", front::run(listener, station.clone()));
+        .spawn_service("front", front::run(listener, station.clone(), false));
+    if let Some(l) = tls_listener {
+        station
+            .supervisor
+            .spawn_service("front-tls", front::run(l, station.clone(), true));
+    }
     Ok(Running { station })
 }
 
@@ -130,7 +275,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// move between agree, and starts the fallback file players.
 async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
     let mut known: Vec<(String, Compat, String)> = Vec::new();
-    for m in &station.config.mounts {
+    for m in &station.config().mounts {
         let mount = station.mounts.get(&m.name);
         for (path, is_intro) in [(&m.fallback_file, false), (&m.intro_file, true)] {
             let Some(path) = path.clone() else { continue };
@@ -167,7 +312,7 @@ async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
         }
     }
     // A listener may move along every fallback edge whose two ends have a known format.
-    for m in &station.config.mounts {
+    for m in &station.config().mounts {
         let Some(to) = &m.fallback else { continue };
         for (_, a, a_what) in known.iter().filter(|(n, _, _)| n == &m.name) {
             for (_, b, b_what) in known.iter().filter(|(n, _, _)| n == to) {

@@ -12,12 +12,12 @@ use onair_proto::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::Instant,
 };
 
 use crate::{
     config::{validate_mount_name, Config},
+    conn::Conn,
     front::plain_response,
     input::recording::Recording,
     mount::{SourceClaim, SourceInfo},
@@ -32,7 +32,7 @@ const MAX_JUNK_RUN: u64 = 64 * 1024;
 pub const REALM: &str = "Icecast2 Server";
 
 pub async fn run(
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
     head: RequestHead,
     body: Bytes,
@@ -44,7 +44,7 @@ pub async fn run(
         reply(&mut stream, 403, "Forbidden", "Invalid mountpoint\n").await;
         return;
     }
-    if !source_authorized(&station.config, &mount_name, &head) {
+    if !source_authorized(&station.config(), &mount_name, &head) {
         tracing::info!(%peer, mount = %mount_name, "source refused: bad or missing credentials");
         let msg = "You need to authenticate\n";
         let resp = format!(
@@ -74,13 +74,7 @@ pub async fn run(
         user_agent: head.header("user-agent").unwrap_or("").to_string(),
         connected_at: SystemTime::now(),
     };
-    let limits = &station.config.limits;
-    let (mount, claim) = match station.mounts.attach_source(
-        &mount_name,
-        info,
-        limits.max_sources,
-        limits.source_takeover,
-    ) {
+    let (mount, claim) = match station.attach_source(&mount_name, info) {
         Ok(ok) => ok,
         Err(e) => {
             tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
@@ -140,7 +134,7 @@ pub(crate) fn finish(
 /// Moves body bytes into the mount. `Ok` carries a normal end reason, `Err` an abnormal one.
 /// Records the connection to the mount's `dump_file` if one is configured.
 pub(crate) async fn pump(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     chunked: bool,
     first: Bytes,
     format: Format,
@@ -149,7 +143,12 @@ pub(crate) async fn pump(
     claim: &SourceClaim,
 ) -> Result<&'static str, String> {
     let mut recording = None;
-    if let Some(pattern) = mount.config.as_ref().and_then(|c| c.dump_file.as_deref()) {
+    if let Some(pattern) = mount
+        .conf()
+        .config
+        .as_ref()
+        .and_then(|c| c.dump_file.as_deref())
+    {
         match Recording::create(pattern).await {
             Ok(r) => {
                 tracing::info!(mount = %mount.name, file = %r.path().display(), "recording started");
@@ -187,7 +186,7 @@ pub(crate) async fn pump(
 
 #[allow(clippy::too_many_arguments)]
 async fn pump_body(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     chunked: bool,
     first: Bytes,
     format: Format,
@@ -198,8 +197,9 @@ async fn pump_body(
 ) -> Result<&'static str, String> {
     let token = station.supervisor.token().clone();
     let ticket = claim.ticket;
-    let source_timeout = station.config.limits.source_timeout;
+    let source_timeout = station.config().limits.source_timeout;
     let flush_after = mount
+        .conf()
         .settings
         .chunk
         .max(std::time::Duration::from_millis(50));
@@ -302,7 +302,7 @@ pub fn source_authorized(config: &Config, mount: &str, head: &RequestHead) -> bo
     }
 }
 
-async fn reply(stream: &mut TcpStream, code: u16, reason: &str, body: &str) {
+async fn reply(stream: &mut Conn, code: u16, reason: &str, body: &str) {
     let _ = stream
         .write_all(plain_response(code, reason, body).as_bytes())
         .await;

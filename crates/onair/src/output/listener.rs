@@ -23,9 +23,10 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use onair_proto::{icecast::RequestHead, icy::Interleaver};
-use tokio::{io::AsyncWriteExt, net::TcpStream, sync::watch};
+use tokio::{io::AsyncWriteExt, sync::watch};
 
 use crate::{
+    conn::Conn,
     front::plain_response,
     mount::{
         audience::{ClientInfo, Order},
@@ -88,7 +89,7 @@ impl Request {
 /// A listener that was accepted and is ready to stream: the only per-listener state that
 /// lives for the connection's lifetime (kept small: there may be tens of thousands).
 pub struct Streamer {
-    stream: TcpStream,
+    stream: Conn,
     id: u64,
     /// The mount the listener asked for.
     home: Arc<Mount>,
@@ -106,7 +107,7 @@ pub struct Streamer {
 /// Answers everything that is not streaming (404, full mount, HEAD, OPTIONS) and returns
 /// the [`Streamer`] for a listener that is to get audio.
 pub async fn prepare(
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
     request: Request,
     station: Arc<Station>,
@@ -136,6 +137,7 @@ pub async fn prepare(
     }
     if request.method == Method::Get && !mount.try_join_listener() {
         let overflow = home
+            .conf()
             .config
             .as_ref()
             .is_some_and(|c| c.fallback_when_full)
@@ -167,16 +169,17 @@ pub async fn prepare(
     if let Some(intro) = home.intro.get().filter(|i| i.compat().accepts(&compat)) {
         start.prefix.insert(0, intro.data.clone());
     }
-    let settings = &home.settings;
+    let home_conf = home.conf();
+    let settings = &home_conf.settings;
     let icy = request.icy.then(|| Interleaver::new(settings.metaint));
     let response_head = response_head(&mount, &facts, icy.as_ref().map(|i| i.metaint()));
     if request.method == Method::Head {
         let _ = stream.write_all(response_head.as_bytes()).await;
         return None;
     }
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     if settings.send_buffer > 0 {
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(settings.send_buffer);
+        let _ = socket2::SockRef::from(stream.tcp()).set_send_buffer_size(settings.send_buffer);
     }
     let id = station.next_listener_id();
     mount.audience.add(
@@ -242,7 +245,7 @@ impl Streamer {
     /// The streaming loop. Its locals are what an idle listener costs besides `self`.
     async fn stream(&mut self, sent: &mut u64) -> Result<(), Stop> {
         let token = self.station.supervisor.token().clone();
-        let max_duration = self.home.settings.max_listener_duration;
+        let max_duration = self.home.conf().settings.max_listener_duration;
         let mut segs: Vec<Bytes> = vec![std::mem::take(&mut self.response_head)];
         // Offset up to which this listener's data has been fully written (lag reference).
         let mut written = self.mount.offset_of(self.start.seq);
@@ -400,11 +403,11 @@ struct Watch<'a> {
 /// falls more than `queue_size` behind the live edge, it is dropped; an admin kill also
 /// ends a write that is stuck on a client that stopped reading.
 async fn write_watching(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     mut segs: Vec<Bytes>,
     w: Watch<'_>,
 ) -> Result<u64, Stop> {
-    let queue_size = w.mount.settings.queue_size as u64;
+    let queue_size = w.mount.conf().settings.queue_size as u64;
     let write = write_segments(stream, &mut segs);
     tokio::pin!(write);
     loop {
@@ -426,7 +429,7 @@ async fn write_watching(
 }
 
 /// Writes all of `segs` with vectored writes, then clears it. Returns bytes written.
-async fn write_segments(stream: &mut TcpStream, segs: &mut Vec<Bytes>) -> io::Result<u64> {
+async fn write_segments(stream: &mut Conn, segs: &mut Vec<Bytes>) -> io::Result<u64> {
     let mut total = 0u64;
     let mut start = 0;
     while start < segs.len() {
@@ -477,7 +480,7 @@ fn header_safe(v: &str) -> String {
 }
 
 fn response_head(mount: &Mount, sub: &StreamFacts, metaint: Option<usize>) -> String {
-    let labels = describe::labels(mount.config.as_ref(), &sub.headers);
+    let labels = describe::labels(mount.conf().config.as_ref(), &sub.headers);
     let mut out = format!(
         "HTTP/1.0 200 OK\r\nServer: {}\r\nContent-Type: {}\r\nCache-Control: no-cache, no-store\r\nPragma: no-cache\r\nExpires: Mon, 26 Jul 1997 05:00:00 GMT\r\nConnection: Close\r\n{CORS}",
         crate::SERVER_ID,

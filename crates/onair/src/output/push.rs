@@ -134,7 +134,7 @@ impl PushSettings {
 
 /// Starts the `[[mount.push]]` entries of every configured mount.
 pub fn start_configured(station: &Arc<Station>) {
-    for m in &station.config.mounts {
+    for m in &station.config().mounts {
         let Some(mount) = station.mounts.get(&m.name) else {
             continue;
         };
@@ -392,7 +392,7 @@ impl Push {
             .as_ref()
             .map(|s| s.headers.clone())
             .unwrap_or_default();
-        let labels = describe::labels(self.mount.config.as_ref(), &sent);
+        let labels = describe::labels(self.mount.conf().config.as_ref(), &sent);
         let o = &self.settings.info;
         Announcement {
             content_type: status

@@ -3,6 +3,8 @@
 
 mod interop;
 mod ops;
+mod process;
 mod push;
 mod support;
+mod tls;
 mod wire;

@@ -21,21 +21,38 @@ pub const ADMIN: (&str, &str) = ("admin", "adminpw");
 /// Every network step in a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);
 
+/// The test configuration: `toml_text` with the test credentials, listening on `bind`.
+pub fn config(toml_text: &str, bind: SocketAddr) -> Config {
+    let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+    let ov = Overrides {
+        bind: Some(bind),
+        source_password: Some(PASS.into()),
+        admin_user: Some(ADMIN.0.into()),
+        admin_password: Some(ADMIN.1.into()),
+    };
+    Config::from_raw(raw, &ov).expect("valid config")
+}
+
 pub async fn start(toml_text: &str) -> Running {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
-    let ov = Overrides {
-        bind: Some("127.0.0.1:0".parse().unwrap()),
-        source_password: Some(PASS.into()),
-        admin_user: Some(ADMIN.0.into()),
-        admin_password: Some(ADMIN.1.into()),
-    };
-    station::start(Config::from_raw(raw, &ov).expect("valid config"))
+    station::start(config(toml_text, "127.0.0.1:0".parse().unwrap()))
         .await
         .expect("server starts")
+}
+
+/// Fails the test loudly when a third-party peer is missing.
+pub fn require(tool: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "test peer `{tool}` is not installed: run `bash .ci/run`, which installs it"
+    );
 }
 
 /// Starts a station whose SHOUTcast port is the main port + 1 (what SHOUTcast clients
@@ -171,16 +188,18 @@ pub async fn http_get(
         &format!("GET {path_and_query} HTTP/1.1\r\nHost: radio.test:8000\r\n{auth}Connection: close\r\n\r\n"),
     )
     .await;
+    let (status, body) = split_response(&resp);
+    (status, body.to_string())
+}
+
+/// (status code, body) of a raw HTTP response.
+pub fn split_response(resp: &str) -> (u16, &str) {
     let status = resp
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    (status, resp.split_once("\r\n\r\n").map_or("", |(_, b)| b))
 }
 
 /// Any method with an optional JSON body, `Connection: close`; returns (status, body).
@@ -203,12 +222,7 @@ pub async fn http_json(
         ),
     )
     .await;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (status, body) = split_response(&resp);
     (status, serde_json::from_str(body).unwrap_or_default())
 }
 

@@ -17,10 +17,13 @@ use onair_proto::icecast::{parse_request_head, HeadError, RequestHead};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::OwnedSemaphorePermit,
 };
 
-use crate::{input, output, station::Station, web};
+use crate::{
+    input, output,
+    station::{ClientSlot, Station},
+    web,
+};
 
 pub async fn run(listener: TcpListener, station: Arc<Station>) -> io::Result<()> {
     let token = station.supervisor.token().clone();
@@ -44,14 +47,17 @@ pub async fn run(listener: TcpListener, station: Arc<Station>) -> io::Result<()>
             },
         };
         Station::count(&station.counters.connections);
-        match station.client_slots.clone().try_acquire_owned() {
-            Ok(permit) => {
+        match station
+            .client_slots
+            .try_acquire(station.config().limits.max_clients)
+        {
+            Some(permit) => {
                 let st = station.clone();
                 station
                     .supervisor
                     .spawn_connection(handle(stream, peer, st, permit));
             }
-            Err(_) => {
+            None => {
                 Station::count(&station.counters.rejected_connections);
                 tracing::warn!(%peer, "max_clients reached, refusing connection");
                 station.supervisor.spawn_connection(async move {
@@ -72,9 +78,9 @@ async fn handle(
     mut stream: TcpStream,
     peer: SocketAddr,
     station: Arc<Station>,
-    permit: OwnedSemaphorePermit,
+    permit: ClientSlot,
 ) {
-    let limits = &station.config.limits;
+    let limits = &station.config().limits;
     let token = station.supervisor.token().clone();
     let head = tokio::select! {
         _ = token.cancelled() => return,

@@ -67,23 +67,25 @@ fn main() -> anyhow::Result<()> {
                 admin_user,
                 admin_password,
             };
-            let config = Config::load(config.as_deref(), &overrides)?;
-            runtime.block_on(serve(config))
+            let loaded = Config::load(config.as_deref(), &overrides)?;
+            runtime.block_on(serve(loaded, config, overrides))
         }
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     let running = onair::station::start(config).await?;
-    print_banner(&running.station.config, running.local_addr());
+    print_banner(&running.station.config(), running.local_addr());
     if let Some(sc) = running.shoutcast_addr() {
         println!(
             "  shoutcast: v1 sources on port {} feed {}",
             sc.port(),
-            running.station.config.shoutcast.mount
+            running.station.config().shoutcast.mount
         );
     }
-    wait_for_signal().await;
+    while wait_for_signal().await == Signal::Reload {
+        reload(&running, path.as_deref(), &overrides);
+    }
     tracing::info!("shutting down");
     if !running.shutdown(Duration::from_secs(5)).await {
         tracing::warn!("some connections did not close within 5 s");
@@ -128,17 +130,46 @@ fn print_banner(config: &Config, addr: SocketAddr) {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGHUP: re-reads the config file (and the flags given at start) and applies it; a bad
+/// file is logged and the running configuration stays.
+fn reload(
+    running: &onair::station::Running,
+    path: Option<&std::path::Path>,
+    overrides: &Overrides,
+) {
+    match Config::load(path, overrides) {
+        Ok(config) => {
+            let notes = running.station.reload(config);
+            tracing::info!("configuration reloaded");
+            for n in notes {
+                tracing::warn!("reload: {n}");
+            }
+        }
+        Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Reload,
+}
+
+async fn wait_for_signal() -> Signal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = term.recv() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+    Signal::Stop
 }

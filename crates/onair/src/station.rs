@@ -4,14 +4,14 @@
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, RwLock,
     },
     time::{Duration, Instant, SystemTime},
 };
 
 use thiserror::Error;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 
 use crate::{
     config::Config,
@@ -37,6 +37,38 @@ pub enum StartError {
     Format(String),
 }
 
+/// Connections counted against `max_clients`: a counter rather than a semaphore, so that a
+/// reload can change the limit (connections above a lowered limit stay until they close).
+#[derive(Debug, Default)]
+pub struct ClientSlots {
+    in_use: AtomicUsize,
+}
+
+/// One connection's slot, given back when dropped.
+#[derive(Debug)]
+pub struct ClientSlot(Arc<ClientSlots>);
+
+impl ClientSlots {
+    pub fn try_acquire(self: &Arc<Self>, max: usize) -> Option<ClientSlot> {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ClientSlot(self.clone()))
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Counters {
     pub connections: AtomicU64,
@@ -49,10 +81,11 @@ pub struct Counters {
 
 #[derive(Debug)]
 pub struct Station {
-    pub config: Config,
+    /// Swapped whole by a reload (SIGHUP); readers take a snapshot with [`Station::config`].
+    config: RwLock<Arc<Config>>,
     pub mounts: Registry,
     pub supervisor: Supervisor,
-    pub client_slots: Arc<Semaphore>,
+    pub client_slots: Arc<ClientSlots>,
     pub counters: Counters,
     pub started_at: SystemTime,
     pub started: Instant,
@@ -62,6 +95,54 @@ pub struct Station {
 }
 
 impl Station {
+    /// Applies a reloaded configuration without dropping listeners or sources: passwords,
+    /// limits, mount settings, fallbacks, added and removed mounts. Secrets that were
+    /// generated at start stay as they were. Returns notes on what needs a restart.
+    pub fn reload(&self, mut new: Config) -> Vec<String> {
+        let old = self.config();
+        let mut notes = Vec::new();
+        if new.auth.generated_source {
+            new.auth.source_password = old.auth.source_password.clone();
+        }
+        if new.auth.generated_admin {
+            new.auth.admin_password = old.auth.admin_password.clone();
+        }
+        if new.bind != old.bind {
+            notes.push(format!(
+                "bind {} -> {}: needs a restart",
+                old.bind, new.bind
+            ));
+        }
+        if new.shoutcast.port != old.shoutcast.port
+            || new.shoutcast.enabled != old.shoutcast.enabled
+        {
+            notes.push("[shoutcast] port/enabled: needs a restart".into());
+        }
+        for m in &new.mounts {
+            let files_changed = match old.mount(&m.name) {
+                Some(o) => o.fallback_file != m.fallback_file || o.intro_file != m.intro_file,
+                None => m.fallback_file.is_some() || m.intro_file.is_some(),
+            };
+            if files_changed {
+                notes.push(format!(
+                    "mount {}: fallback_file/intro_file changes need a restart",
+                    m.name
+                ));
+            }
+        }
+        self.mounts.reconfigure(&new);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        notes
+    }
+
+    /// The configuration in force now (a reload swaps it; a snapshot stays consistent).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -104,13 +185,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let station = Arc::new(Station {
         mounts: Registry::new(&config),
         supervisor: Supervisor::default(),
-        client_slots: Arc::new(Semaphore::new(config.limits.max_clients)),
+        client_slots: Arc::default(),
         counters: Counters::default(),
         started_at: SystemTime::now(),
         started: Instant::now(),
         local_addr,
         shoutcast_addr,
-        config,
+        config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
     if let Some(sc) = shoutcast {
@@ -129,7 +210,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// move between agree, and starts the fallback file players.
 async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
     let mut known: Vec<(String, Compat, String)> = Vec::new();
-    for m in &station.config.mounts {
+    for m in &station.config().mounts {
         let mount = station.mounts.get(&m.name);
         for (path, is_intro) in [(&m.fallback_file, false), (&m.intro_file, true)] {
             let Some(path) = path.clone() else { continue };
@@ -166,7 +247,7 @@ async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
         }
     }
     // A listener may move along every fallback edge whose two ends have a known format.
-    for m in &station.config.mounts {
+    for m in &station.config().mounts {
         let Some(to) = &m.fallback else { continue };
         for (_, a, a_what) in known.iter().filter(|(n, _, _)| n == &m.name) {
             for (_, b, b_what) in known.iter().filter(|(n, _, _)| n == to) {

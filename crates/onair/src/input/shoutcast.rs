@@ -37,7 +37,10 @@ pub async fn run(listener: TcpListener, station: Arc<Station>) -> std::io::Resul
                 }
             },
         };
-        let Ok(permit) = station.client_slots.clone().try_acquire_owned() else {
+        let Some(permit) = station
+            .client_slots
+            .try_acquire(station.config().limits.max_clients)
+        else {
             tracing::warn!(%peer, "max_clients reached, refusing SHOUTcast source");
             continue;
         };
@@ -60,8 +63,8 @@ pub fn password_ok(config: &Config, password: &str) -> bool {
 }
 
 async fn handle(mut stream: TcpStream, peer: SocketAddr, station: Arc<Station>) {
-    let limits = &station.config.limits;
-    let mount_name = station.config.shoutcast.mount.clone();
+    let limits = &station.config().limits;
+    let mount_name = station.config().shoutcast.mount.clone();
     let login = tokio::time::timeout(
         limits.header_timeout,
         login(&mut stream, &station, limits.max_head_bytes),
@@ -150,7 +153,7 @@ async fn login(
             return Err(HeadError::Malformed("closed before the password"));
         }
     };
-    if !password_ok(&station.config, &password) {
+    if !password_ok(&station.config(), &password) {
         let _ = stream.write_all(b"invalid password\r\n").await;
         return Ok(None);
     }

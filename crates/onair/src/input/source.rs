@@ -44,7 +44,7 @@ pub async fn run(
         reply(&mut stream, 403, "Forbidden", "Invalid mountpoint\n").await;
         return;
     }
-    if !source_authorized(&station.config, &mount_name, &head) {
+    if !source_authorized(&station.config(), &mount_name, &head) {
         tracing::info!(%peer, mount = %mount_name, "source refused: bad or missing credentials");
         let msg = "You need to authenticate\n";
         let resp = format!(
@@ -74,7 +74,7 @@ pub async fn run(
         user_agent: head.header("user-agent").unwrap_or("").to_string(),
         connected_at: SystemTime::now(),
     };
-    let limits = &station.config.limits;
+    let limits = &station.config().limits;
     let (mount, claim) = match station.mounts.attach_source(
         &mount_name,
         info,
@@ -149,7 +149,12 @@ pub(crate) async fn pump(
     claim: &SourceClaim,
 ) -> Result<&'static str, String> {
     let mut recording = None;
-    if let Some(pattern) = mount.config.as_ref().and_then(|c| c.dump_file.as_deref()) {
+    if let Some(pattern) = mount
+        .conf()
+        .config
+        .as_ref()
+        .and_then(|c| c.dump_file.as_deref())
+    {
         match Recording::create(pattern).await {
             Ok(r) => {
                 tracing::info!(mount = %mount.name, file = %r.path().display(), "recording started");
@@ -198,8 +203,9 @@ async fn pump_body(
 ) -> Result<&'static str, String> {
     let token = station.supervisor.token().clone();
     let ticket = claim.ticket;
-    let source_timeout = station.config.limits.source_timeout;
+    let source_timeout = station.config().limits.source_timeout;
     let flush_after = mount
+        .conf()
         .settings
         .chunk
         .max(std::time::Duration::from_millis(50));

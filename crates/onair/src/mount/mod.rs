@@ -100,8 +100,8 @@ pub struct MountStats {
 pub struct Mount {
     pub name: String,
     /// `None` for mounts created on the fly by a source.
-    pub config: Option<MountConfig>,
-    pub settings: MountSettings,
+    /// Configuration and effective settings; swapped whole by a reload.
+    conf: RwLock<Arc<MountConf>>,
     state: Mutex<State>,
     tick: watch::Sender<u64>,
     /// Mirrors `state.live.is_some()` for lock-free checks on every listener wake-up.
@@ -114,6 +114,28 @@ pub struct Mount {
     pub file_fallback: OnceLock<Arc<Mount>>,
     /// Sent to each new listener before the stream (`intro_file`).
     pub intro: OnceLock<Arc<crate::input::file::AudioFile>>,
+}
+
+/// A mount's configuration (`None`: created on the fly by a source) and the settings in
+/// effect (its own, or `[defaults]`).
+#[derive(Debug)]
+pub struct MountConf {
+    pub config: Option<MountConfig>,
+    pub settings: MountSettings,
+}
+
+impl MountConf {
+    fn new(config: Option<MountConfig>, defaults: &MountSettings) -> MountConf {
+        let settings = config
+            .as_ref()
+            .map_or_else(|| defaults.clone(), |c| c.settings.clone());
+        MountConf { config, settings }
+    }
+
+    /// Bytes of audio the ring keeps: the burst, the allowed lag, and the chunk in the making.
+    fn retain(&self) -> usize {
+        self.settings.queue_size.max(self.settings.burst_size) + MAX_CHUNK_BYTES
+    }
 }
 
 /// Proof that the caller is the mount's current source.
@@ -234,10 +256,9 @@ pub struct MountStatus {
 
 impl Mount {
     pub fn new(name: String, config: Option<MountConfig>, defaults: &MountSettings) -> Mount {
-        let settings = config
-            .as_ref()
-            .map_or_else(|| defaults.clone(), |c| c.settings.clone());
-        let retain = settings.queue_size.max(settings.burst_size) + MAX_CHUNK_BYTES;
+        let fallback = config.as_ref().and_then(|c| c.fallback.clone());
+        let conf = MountConf::new(config, defaults);
+        let retain = conf.retain();
         Mount {
             name,
             state: Mutex::new(State {
@@ -253,9 +274,8 @@ impl Mount {
             }),
             tick: watch::Sender::new(0),
             live: AtomicBool::new(false),
-            fallback: RwLock::new(config.as_ref().and_then(|c| c.fallback.clone())),
-            config,
-            settings,
+            fallback: RwLock::new(fallback),
+            conf: RwLock::new(Arc::new(conf)),
             stats: MountStats::default(),
             audience: Audience::default(),
             file_fallback: OnceLock::new(),
@@ -268,8 +288,31 @@ impl Mount {
         Mount::new(
             format!("{}{FILE_FALLBACK_SUFFIX}", parent.name),
             None,
-            &parent.settings,
+            &parent.conf().settings,
         )
+    }
+
+    /// The configuration in force now.
+    pub fn conf(&self) -> Arc<MountConf> {
+        self.conf.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.conf().config.is_some()
+    }
+
+    pub fn is_hidden(&self) -> bool {
+        self.conf().config.as_ref().is_some_and(|c| c.hidden)
+    }
+
+    /// Applies a reloaded configuration (`None`: the mount is no longer configured and lives
+    /// on as an on-the-fly mount while its source stays). Listeners and the source stay
+    /// connected; new settings apply from the next listener, chunk or connection on.
+    pub fn reconfigure(&self, config: Option<MountConfig>, defaults: &MountSettings) {
+        let conf = MountConf::new(config, defaults);
+        self.set_fallback(conf.config.as_ref().and_then(|c| c.fallback.clone()));
+        self.lock().ring.set_retain(conf.retain());
+        *self.conf.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(conf);
     }
 
     pub fn is_file_fallback(&self) -> bool {
@@ -300,7 +343,10 @@ impl Mount {
 
     /// Whether listeners that fell back from here return as soon as a source is back.
     pub fn recalls_listeners(&self) -> bool {
-        self.config.as_ref().is_some_and(|c| c.fallback_override)
+        self.conf()
+            .config
+            .as_ref()
+            .is_some_and(|c| c.fallback_override)
     }
 
     /// What the current stream is, for listener moves.
@@ -404,7 +450,7 @@ impl Mount {
         if st.generation != ticket.0 || st.live.is_none() {
             return false;
         }
-        let chunk = self.settings.chunk;
+        let chunk = self.conf().settings.chunk;
         let mut published = false;
         let mut pos = 0usize;
         for unit in units {
@@ -492,7 +538,7 @@ impl Mount {
 
     /// Registers a new listener: burst start, Ogg headers, and a wake-up channel.
     pub fn subscribe(&self) -> Option<Subscription> {
-        self.subscribe_with_burst(self.settings.burst_size)
+        self.subscribe_with_burst(self.conf().settings.burst_size)
     }
 
     /// Registers a listener moving here from another mount: it already has audio buffered,
@@ -589,7 +635,7 @@ impl Mount {
     /// Counts a new listener unless the mount is at `max_listeners` (checked and counted
     /// in one step, so simultaneous joins cannot overshoot).
     pub fn try_join_listener(&self) -> bool {
-        let max = self.settings.max_listeners;
+        let max = self.conf().settings.max_listeners;
         let joined = self
             .stats
             .listeners

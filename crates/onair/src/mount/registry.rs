@@ -26,7 +26,7 @@ pub enum AttachError {
 #[derive(Debug)]
 pub struct Registry {
     mounts: RwLock<HashMap<String, Arc<Mount>>>,
-    defaults: MountSettings,
+    defaults: RwLock<MountSettings>,
 }
 
 impl Registry {
@@ -41,8 +41,32 @@ impl Registry {
             .collect();
         Registry {
             mounts: RwLock::new(mounts),
-            defaults: config.defaults.clone(),
+            defaults: RwLock::new(config.defaults.clone()),
         }
+    }
+
+    /// Applies a reloaded configuration: configured mounts get their new settings, new ones
+    /// appear, removed ones live on unconfigured while their source stays (and go when it
+    /// leaves); on-the-fly mounts take the new `[defaults]`. Nobody is disconnected.
+    pub fn reconfigure(&self, config: &Config) {
+        *self.defaults.write().unwrap_or_else(|p| p.into_inner()) = config.defaults.clone();
+        let mut map = self.mounts.write().unwrap_or_else(|p| p.into_inner());
+        for m in &config.mounts {
+            match map.get(&m.name) {
+                Some(mount) => mount.reconfigure(Some(m.clone()), &config.defaults),
+                None => {
+                    let mount = Mount::new(m.name.clone(), Some(m.clone()), &config.defaults);
+                    map.insert(m.name.clone(), Arc::new(mount));
+                }
+            }
+        }
+        map.retain(|name, mount| {
+            if config.mount(name).is_some() {
+                return true;
+            }
+            mount.reconfigure(None, &config.defaults);
+            mount.is_live()
+        });
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Mount>> {
@@ -69,7 +93,10 @@ impl Registry {
         }
         let mount = map
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(Mount::new(name.to_string(), None, &self.defaults)))
+            .or_insert_with(|| {
+                let defaults = self.defaults.read().unwrap_or_else(|p| p.into_inner());
+                Arc::new(Mount::new(name.to_string(), None, &defaults))
+            })
             .clone();
         let claim = mount.attach_source(info, None)?;
         Ok((mount, claim))
@@ -77,7 +104,7 @@ impl Registry {
 
     /// Forgets an on-the-fly mount once it has no source (configured mounts stay).
     pub fn release(&self, mount: &Arc<Mount>) {
-        if mount.config.is_some() {
+        if mount.is_configured() {
             return;
         }
         let mut map = self.mounts.write().unwrap_or_else(|p| p.into_inner());

@@ -43,6 +43,11 @@ impl Ring {
         }
     }
 
+    /// Changes how much is retained (a reload); takes effect from the next push.
+    pub fn set_retain(&mut self, retain_bytes: usize) {
+        self.retain_bytes = retain_bytes;
+    }
+
     pub fn push(&mut self, audio: Bytes, meta: Bytes) {
         let len = audio.len();
         self.chunks.push_back(Chunk {

@@ -136,6 +136,7 @@ pub async fn prepare(
     }
     if request.method == Method::Get && !mount.try_join_listener() {
         let overflow = home
+            .conf()
             .config
             .as_ref()
             .is_some_and(|c| c.fallback_when_full)
@@ -167,7 +168,8 @@ pub async fn prepare(
     if let Some(intro) = home.intro.get().filter(|i| i.compat().accepts(&compat)) {
         start.prefix.insert(0, intro.data.clone());
     }
-    let settings = &home.settings;
+    let home_conf = home.conf();
+    let settings = &home_conf.settings;
     let icy = request.icy.then(|| Interleaver::new(settings.metaint));
     let response_head = response_head(&mount, &facts, icy.as_ref().map(|i| i.metaint()));
     if request.method == Method::Head {
@@ -242,7 +244,7 @@ impl Streamer {
     /// The streaming loop. Its locals are what an idle listener costs besides `self`.
     async fn stream(&mut self, sent: &mut u64) -> Result<(), Stop> {
         let token = self.station.supervisor.token().clone();
-        let max_duration = self.home.settings.max_listener_duration;
+        let max_duration = self.home.conf().settings.max_listener_duration;
         let mut segs: Vec<Bytes> = vec![std::mem::take(&mut self.response_head)];
         // Offset up to which this listener's data has been fully written (lag reference).
         let mut written = self.mount.offset_of(self.start.seq);
@@ -404,7 +406,7 @@ async fn write_watching(
     mut segs: Vec<Bytes>,
     w: Watch<'_>,
 ) -> Result<u64, Stop> {
-    let queue_size = w.mount.settings.queue_size as u64;
+    let queue_size = w.mount.conf().settings.queue_size as u64;
     let write = write_segments(stream, &mut segs);
     tokio::pin!(write);
     loop {
@@ -477,7 +479,7 @@ fn header_safe(v: &str) -> String {
 }
 
 fn response_head(mount: &Mount, sub: &StreamFacts, metaint: Option<usize>) -> String {
-    let labels = describe::labels(mount.config.as_ref(), &sub.headers);
+    let labels = describe::labels(mount.conf().config.as_ref(), &sub.headers);
     let mut out = format!(
         "HTTP/1.0 200 OK\r\nServer: {}\r\nContent-Type: {}\r\nCache-Control: no-cache, no-store\r\nPragma: no-cache\r\nExpires: Mon, 26 Jul 1997 05:00:00 GMT\r\nConnection: Close\r\n{CORS}",
         crate::SERVER_ID,

@@ -100,7 +100,7 @@ pub fn unauthorized() -> Response {
 }
 
 pub fn is_admin(station: &Station, c: &Credentials) -> bool {
-    let a = &station.config.auth;
+    let a = &station.config().auth;
     c.user == a.admin_user && secrets_equal(&c.password, &a.admin_password)
 }
 
@@ -109,7 +109,7 @@ pub fn may_set_title(station: &Station, mount: &str, c: &Credentials) -> bool {
     if is_admin(station, c) {
         return true;
     }
-    let cfg = &station.config;
+    let cfg = &station.config();
     match cfg.mount(mount) {
         Some(m) => {
             c.user == m.username
@@ -333,11 +333,11 @@ pub async fn shoutcast_metadata(
 ) -> Response {
     let p = Params::parse(q.as_deref());
     let text = |k: &str| p.get(k);
-    let mount = text("mount").unwrap_or_else(|| station.config.shoutcast.mount.clone());
+    let mount = text("mount").unwrap_or_else(|| station.config().shoutcast.mount.clone());
     let pass = text("pass").unwrap_or_default();
-    let admin = secrets_equal(&pass, &station.config.auth.admin_password);
-    let source_ok = mount == station.config.shoutcast.mount
-        && crate::input::shoutcast::password_ok(&station.config, &pass);
+    let admin = secrets_equal(&pass, &station.config().auth.admin_password);
+    let source_ok = mount == station.config().shoutcast.mount
+        && crate::input::shoutcast::password_ok(&station.config(), &pass);
     if !(admin || source_ok) {
         tracing::info!(%mount, "SHOUTcast metadata update refused: bad password");
         return (StatusCode::UNAUTHORIZED, "invalid password\n").into_response();

@@ -82,10 +82,7 @@ fn mount_json(m: &crate::mount::Mount, base: &str) -> serde_json::Value {
     let mut v = status::api_mount(m, base);
     if let serde_json::Value::Object(o) = &mut v {
         o.insert("fallback".into(), m.fallback().into());
-        o.insert(
-            "hidden".into(),
-            m.config.as_ref().is_some_and(|c| c.hidden).into(),
-        );
+        o.insert("hidden".into(), m.is_hidden().into());
     }
     v
 }

@@ -94,6 +94,12 @@ pub fn base_url(station: &Station, headers: &HeaderMap) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
         })
         .map(str::to_string)
-        .unwrap_or_else(|| format!("{}:{}", station.config.hostname, station.local_addr.port()));
+        .unwrap_or_else(|| {
+            format!(
+                "{}:{}",
+                station.config().hostname,
+                station.local_addr.port()
+            )
+        });
     format!("{proto}://{host}")
 }

@@ -17,7 +17,7 @@ use super::base_url;
 pub async fn index(State(station): State<Arc<Station>>) -> Html<String> {
     let mut rows = String::new();
     for m in station.mounts.all() {
-        if m.config.as_ref().is_some_and(|c| c.hidden) || !m.is_live() {
+        if m.is_hidden() || !m.is_live() {
             continue;
         }
         let st = m.status();
@@ -48,7 +48,7 @@ pub async fn fallback(
     }
     let playlist = PlaylistKind::split_path(uri.path())
         .and_then(|(mount, kind)| Some((station.mounts.get(mount)?, kind)))
-        .filter(|(m, _)| !m.config.as_ref().is_some_and(|c| c.hidden));
+        .filter(|(m, _)| !m.is_hidden());
     let Some((mount, kind)) = playlist else {
         return (
             StatusCode::NOT_FOUND,
@@ -58,7 +58,7 @@ pub async fn fallback(
     };
     let url = format!("{}{}", base_url(&station, &headers), mount.name);
     let sent = mount.status().source.map(|s| s.headers).unwrap_or_default();
-    let title = crate::mount::describe::labels(mount.config.as_ref(), &sent)
+    let title = crate::mount::describe::labels(mount.conf().config.as_ref(), &sent)
         .name
         .unwrap_or_else(|| mount.name.clone());
     (

@@ -28,9 +28,9 @@ pub async fn icecast_json(
         .collect();
     let start = unix(station.started_at);
     let mut stats = Map::new();
-    stats.insert("admin".into(), station.config.admin_email.clone().into());
-    stats.insert("host".into(), station.config.hostname.clone().into());
-    stats.insert("location".into(), station.config.location.clone().into());
+    stats.insert("admin".into(), station.config().admin_email.clone().into());
+    stats.insert("host".into(), station.config().hostname.clone().into());
+    stats.insert("location".into(), station.config().location.clone().into());
     stats.insert("server_id".into(), crate::SERVER_ID.into());
     stats.insert("server_start".into(), rfc2822(start).into());
     stats.insert("server_start_iso8601".into(), iso8601(start).into());
@@ -62,7 +62,7 @@ fn icecast_source(m: &Mount, base: &str) -> Value {
         .as_ref()
         .map(|s| s.headers.clone())
         .unwrap_or_default();
-    let labels = describe::labels(m.config.as_ref(), &sent);
+    let labels = describe::labels(m.conf().config.as_ref(), &sent);
     let started = st.source.as_ref().map_or(0, |s| unix(s.connected_at));
     let bitrate = describe::bitrate_kbps(&sent, &st.codec);
     let mut o = Map::new();
@@ -134,14 +134,14 @@ pub fn admin_stats(station: &Station) -> Value {
     let listener_total = c.listener_connections.load(Ordering::Relaxed);
     let connections = c.connections.load(Ordering::Relaxed);
     json!({
-        "admin": station.config.admin_email,
+        "admin": station.config().admin_email,
         "client_connections": connections.saturating_sub(c.source_connections.load(Ordering::Relaxed)),
         "clients": listeners + station.mounts.live_sources(),
         "connections": connections,
-        "host": station.config.hostname,
+        "host": station.config().hostname,
         "listener_connections": listener_total,
         "listeners": listeners,
-        "location": station.config.location,
+        "location": station.config().location,
         "server_id": crate::SERVER_ID,
         "server_start": rfc2822(start),
         "server_start_iso8601": iso8601(start),
@@ -159,7 +159,7 @@ pub fn admin_source(m: &Mount, base: &str) -> Value {
         o.remove("dummy");
         o.insert(
             "max_listeners".into(),
-            m.settings.max_listeners.to_string().into(),
+            m.conf().settings.max_listeners.to_string().into(),
         );
         o.insert(
             "public".into(),
@@ -207,7 +207,7 @@ pub async fn api_status(
         .mounts
         .all()
         .iter()
-        .filter(|m| !m.config.as_ref().is_some_and(|c| c.hidden))
+        .filter(|m| !m.is_hidden())
         .map(|m| api_mount(m, &base))
         .collect();
     let listeners: usize = station
@@ -235,7 +235,8 @@ pub async fn api_status(
 
 pub fn api_mount(m: &Mount, base: &str) -> Value {
     let st = m.status();
-    let cfg = m.config.as_ref();
+    let conf = m.conf();
+    let cfg = conf.config.as_ref();
     let sent = st
         .source
         .as_ref()
@@ -281,7 +282,7 @@ fn visible_live(station: &Station) -> Vec<Arc<Mount>> {
         .mounts
         .all()
         .into_iter()
-        .filter(|m| m.is_live() && !m.config.as_ref().is_some_and(|c| c.hidden))
+        .filter(|m| m.is_live() && !m.is_hidden())
         .collect()
 }
 

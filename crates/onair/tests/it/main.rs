@@ -3,5 +3,6 @@
 
 mod interop;
 mod ops;
+mod process;
 mod support;
 mod wire;

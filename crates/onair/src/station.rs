@@ -35,6 +35,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Format(String),
+    #[error(transparent)]
+    AutoDj(crate::input::autodj::AutoDjError),
 }
 
 /// Connections counted against `max_clients`: a counter rather than a semaphore, so that a
@@ -92,6 +94,8 @@ pub struct Station {
     pub local_addr: SocketAddr,
     /// Where SHOUTcast v1 sources connect, if that port could be opened.
     pub shoutcast_addr: Option<SocketAddr>,
+    /// The AutoDJs, by mount.
+    pub autodj: crate::input::autodj::AutoDjs,
 }
 
 impl Station {
@@ -191,9 +195,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         started: Instant::now(),
         local_addr,
         shoutcast_addr,
+        autodj: Default::default(),
         config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
+    crate::input::autodj::start_all(&station).map_err(StartError::AutoDj)?;
     if let Some(sc) = shoutcast {
         station.supervisor.spawn_service(
             "shoutcast",

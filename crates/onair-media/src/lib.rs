@@ -10,10 +10,12 @@
 // `unsafe` lives in `ffi` alone, behind safe wrappers.
 #![deny(unsafe_code)]
 
+pub mod decode;
 pub mod encode;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod g711;
+pub mod loudness;
 pub mod opus;
 pub mod pcm;
 pub mod resample;

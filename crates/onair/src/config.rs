@@ -112,6 +112,7 @@ pub struct RawMount {
     pub url: Option<String>,
     #[serde(default)]
     pub push: Vec<RawPush>,
+    pub autodj: Option<RawAutoDj>,
     #[serde(flatten)]
     pub settings: RawMountSettings,
 }
@@ -129,6 +130,23 @@ pub struct RawPush {
     pub public: Option<bool>,
 }
 
+/// `[mount.autodj]`: play a music folder on this mount (docs/AUTODJ.md).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoDj {
+    pub music_dir: Option<PathBuf>,
+    pub order: Option<String>,
+    pub codec: Option<String>,
+    pub bitrate: Option<u32>,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u8>,
+    pub normalize: Option<bool>,
+    pub crossfade: Option<f64>,
+    pub passthrough: Option<bool>,
+    pub rescan: Option<f64>,
+    pub upcoming_file: Option<PathBuf>,
+}
+
 /// CLI flags that override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -136,6 +154,8 @@ pub struct Overrides {
     pub source_password: Option<String>,
     pub admin_user: Option<String>,
     pub admin_password: Option<String>,
+    /// `--music DIR`: an AutoDJ on `/stream` playing this folder.
+    pub music: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +247,8 @@ pub struct MountConfig {
     pub description: Option<String>,
     pub genre: Option<String>,
     pub url: Option<String>,
+    /// Plays a music folder on this mount.
+    pub autodj: Option<AutoDjConfig>,
     pub settings: MountSettings,
     /// Remote servers this mount is relayed to.
     pub push: Vec<PushConfig>,
@@ -261,6 +283,122 @@ impl PushConfig {
                 bitrate: None,
                 audio_info: None,
             },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoDjOrder {
+    Shuffle,
+    Sequential,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoDjConfig {
+    pub music_dir: PathBuf,
+    pub order: AutoDjOrder,
+    /// Output codec: "mp3" or "opus".
+    pub codec: String,
+    pub bitrate: u32,
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// EBU R128 normalisation to -16 LUFS (encode mode).
+    pub normalize: bool,
+    /// Seconds of overlap between tracks; 0 = gapless.
+    pub crossfade: f64,
+    /// Copy MP3 frames instead of decoding and encoding (files must already be in the
+    /// mount's format; others are skipped).
+    pub passthrough: bool,
+    /// How often the folder is rescanned for added and removed files.
+    pub rescan: Duration,
+    /// Written with the next tracks on each change.
+    pub upcoming_file: Option<PathBuf>,
+}
+
+impl AutoDjConfig {
+    /// The settings for `--music DIR` and for keys left out.
+    pub fn for_dir(music_dir: PathBuf) -> AutoDjConfig {
+        AutoDjConfig {
+            music_dir,
+            order: AutoDjOrder::Shuffle,
+            codec: "mp3".into(),
+            bitrate: 128,
+            sample_rate: 44_100,
+            channels: 2,
+            normalize: true,
+            crossfade: 0.0,
+            passthrough: false,
+            rescan: Duration::from_secs(60),
+            upcoming_file: None,
+        }
+    }
+
+    fn resolve(raw: RawAutoDj, mount: &str) -> Result<AutoDjConfig, ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(format!("mount {mount} autodj: {m}"));
+        let dir = raw
+            .music_dir
+            .ok_or_else(|| bad("music_dir is required".into()))?;
+        let d = AutoDjConfig::for_dir(dir);
+        let order = match raw.order.as_deref() {
+            None | Some("shuffle") => AutoDjOrder::Shuffle,
+            Some("sequential") => AutoDjOrder::Sequential,
+            Some(o) => {
+                return Err(bad(format!(
+                    "order must be shuffle or sequential, got {o:?}"
+                )))
+            }
+        };
+        let codec = raw.codec.unwrap_or(d.codec).to_ascii_lowercase();
+        if codec != "mp3" && codec != "opus" {
+            return Err(bad(format!("codec must be mp3 or opus, got {codec:?}")));
+        }
+        let passthrough = raw.passthrough.unwrap_or(false);
+        if passthrough && codec != "mp3" {
+            return Err(bad("passthrough needs codec = \"mp3\"".into()));
+        }
+        let sample_rate = raw.sample_rate.unwrap_or(if codec == "opus" {
+            48_000
+        } else {
+            d.sample_rate
+        });
+        if ![
+            8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000,
+        ]
+        .contains(&sample_rate)
+        {
+            return Err(bad(format!(
+                "sample_rate {sample_rate} is not an MP3/Opus rate"
+            )));
+        }
+        let channels = raw.channels.unwrap_or(d.channels);
+        if channels != 1 && channels != 2 {
+            return Err(bad(format!("channels must be 1 or 2, got {channels}")));
+        }
+        let bitrate = raw.bitrate.unwrap_or(d.bitrate);
+        if !(8..=320).contains(&bitrate) {
+            return Err(bad(format!(
+                "bitrate must be 8..=320 kbit/s, got {bitrate}"
+            )));
+        }
+        let crossfade = raw.crossfade.unwrap_or(0.0);
+        if !(0.0..=10.0).contains(&crossfade) {
+            return Err(bad(format!(
+                "crossfade must be 0..=10 seconds, got {crossfade}"
+            )));
+        }
+        let rescan = secs(raw.rescan, 60.0, "autodj rescan")?;
+        Ok(AutoDjConfig {
+            music_dir: d.music_dir,
+            order,
+            codec,
+            bitrate,
+            sample_rate,
+            channels,
+            normalize: raw.normalize.unwrap_or(true),
+            crossfade,
+            passthrough,
+            rescan,
+            upcoming_file: raw.upcoming_file,
         })
     }
 }
@@ -382,6 +520,10 @@ impl Config {
                 .map(PushConfig::from_raw)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ConfigError::Invalid(format!("mount {} push: {e}", m.name)))?;
+            let autodj = match m.autodj {
+                Some(raw) => Some(AutoDjConfig::resolve(raw, &m.name)?),
+                None => None,
+            };
             mounts.push(MountConfig {
                 username: m.username.unwrap_or_else(|| "source".into()),
                 password: m.password,
@@ -396,10 +538,14 @@ impl Config {
                 description: m.description,
                 genre: m.genre,
                 url: m.url,
+                autodj,
                 settings,
                 push,
                 name: m.name,
             });
+        }
+        if let Some(dir) = &ov.music {
+            music_mount(&mut mounts, dir.clone(), &defaults);
         }
         check_fallback_chains(&mounts)?;
         let shoutcast = ShoutcastConfig {
@@ -451,6 +597,42 @@ impl Config {
     pub fn mount(&self, name: &str) -> Option<&MountConfig> {
         self.mounts.iter().find(|m| m.name == name)
     }
+}
+
+/// Name of the mount `--music DIR` plays on.
+pub const MUSIC_MOUNT: &str = "/stream";
+
+/// `--music DIR` wins over the file: `/stream` gets an AutoDJ on `dir` (a `/stream` from
+/// the file keeps its other settings; its own autodj folder is replaced).
+fn music_mount(mounts: &mut Vec<MountConfig>, dir: PathBuf, defaults: &MountSettings) {
+    if let Some(m) = mounts.iter_mut().find(|m| m.name == MUSIC_MOUNT) {
+        let mut dj = m
+            .autodj
+            .take()
+            .unwrap_or_else(|| AutoDjConfig::for_dir(dir.clone()));
+        dj.music_dir = dir;
+        m.autodj = Some(dj);
+        return;
+    }
+    mounts.push(MountConfig {
+        name: MUSIC_MOUNT.into(),
+        username: "source".into(),
+        password: None,
+        hidden: false,
+        fallback: None,
+        fallback_override: false,
+        fallback_when_full: false,
+        fallback_file: None,
+        intro_file: None,
+        dump_file: None,
+        stream_name: None,
+        description: None,
+        genre: None,
+        url: None,
+        autodj: Some(AutoDjConfig::for_dir(dir)),
+        settings: defaults.clone(),
+        push: Vec::new(),
+    });
 }
 
 /// Fallback chains may be long but must not come back to where they started.

@@ -36,6 +36,9 @@ enum Command {
         /// Admin password; generated and printed if unset.
         #[arg(long, env = "ONAIR_ADMIN_PASSWORD")]
         admin_password: Option<String>,
+        /// Play this music folder on /stream (AutoDJ; overrides the config file's /stream).
+        #[arg(long, value_name = "DIR")]
+        music: Option<PathBuf>,
     },
 }
 
@@ -60,12 +63,14 @@ fn main() -> anyhow::Result<()> {
             source_password,
             admin_user,
             admin_password,
+            music,
         } => {
             let overrides = Overrides {
                 bind,
                 source_password,
                 admin_user,
                 admin_password,
+                music,
             };
             let loaded = Config::load(config.as_deref(), &overrides)?;
             runtime.block_on(serve(loaded, config, overrides))

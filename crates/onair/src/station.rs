@@ -41,6 +41,8 @@ pub enum StartError {
     Format(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    AutoDj(crate::input::autodj::AutoDjError),
 }
 
 /// Connections counted against `max_clients`: a counter rather than a semaphore, so that a
@@ -101,6 +103,8 @@ pub struct Station {
     /// The certificate of the TLS listen socket, if `[tls]` is configured.
     pub tls: Option<Tls>,
     pub tls_addr: Option<SocketAddr>,
+    /// The AutoDJs, by mount.
+    pub autodj: crate::input::autodj::AutoDjs,
 }
 
 impl Station {
@@ -250,9 +254,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shoutcast_addr,
         tls,
         tls_addr,
+        autodj: Default::default(),
         config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
+    crate::input::autodj::start_all(&station).map_err(StartError::AutoDj)?;
     crate::output::push::start_configured(&station);
     if let Some(sc) = shoutcast {
         station.supervisor.spawn_service(

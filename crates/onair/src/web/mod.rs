@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod autodj;
 mod pages;
 mod status;
 
@@ -36,6 +37,7 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/admin/fallbacks", get(admin::fallbacks))
         .route("/admin.cgi", get(admin::shoutcast_metadata))
         .merge(api::routes())
+        .merge(autodj::routes())
         .fallback(pages::fallback)
         .with_state(station)
 }

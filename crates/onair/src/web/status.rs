@@ -208,7 +208,13 @@ pub async fn api_status(
         .all()
         .iter()
         .filter(|m| !m.is_hidden())
-        .map(|m| api_mount(m, &base))
+        .map(|m| {
+            let mut v = api_mount(m, &base);
+            if let (Some(dj), Value::Object(o)) = (station.autodj.get(&m.name), &mut v) {
+                o.insert("autodj".into(), super::autodj::autodj_json(&dj));
+            }
+            v
+        })
         .collect();
     let listeners: usize = station
         .mounts

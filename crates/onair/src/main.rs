@@ -1,4 +1,5 @@
-//! The `onair` command line: `onair serve` runs the station.
+//! The `onair` command line: `onair serve` runs the station; `onair push` streams files to
+//! a remote server.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -40,6 +41,49 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         music: Option<PathBuf>,
     },
+    /// Stream files to a remote Icecast, onair or SHOUTcast server in real time, like the
+    /// AutoDJ (see docs/PUSH.md).
+    Push(PushArgs),
+}
+
+#[derive(clap::Args)]
+struct PushArgs {
+    /// Where to send: http://source:PASSWORD@host:port/mount
+    #[arg(long, value_name = "URL", env = "ONAIR_PUSH_TO")]
+    to: String,
+    /// icecast (PUT, falling back to SOURCE) or shoutcast (v1, on the port after URL's)
+    #[arg(long, default_value = "icecast")]
+    protocol: String,
+    /// MP3 files and folders to play, in order
+    #[arg(value_name = "FILES | DIR")]
+    files: Vec<PathBuf>,
+    /// An .m3u playlist to play (after FILES)
+    #[arg(long, value_name = "FILE.m3u")]
+    playlist: Option<PathBuf>,
+    /// Play in random order (reshuffled on every loop)
+    #[arg(long)]
+    shuffle: bool,
+    /// Start again after the last track
+    #[arg(long = "loop")]
+    looped: bool,
+    /// Exit at the first network error instead of reconnecting
+    #[arg(long)]
+    once: bool,
+    /// ice-name: the stream's name
+    #[arg(long)]
+    name: Option<String>,
+    /// ice-genre
+    #[arg(long)]
+    genre: Option<String>,
+    /// ice-description
+    #[arg(long)]
+    description: Option<String>,
+    /// ice-url: the station's web site
+    #[arg(long)]
+    url: Option<String>,
+    /// ice-public: list the stream in directories
+    #[arg(long)]
+    public: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,7 +119,45 @@ fn main() -> anyhow::Result<()> {
             let loaded = Config::load(config.as_deref(), &overrides)?;
             runtime.block_on(serve(loaded, config, overrides))
         }
+        Command::Push(args) => runtime.block_on(push(args)),
     }
+}
+
+async fn push(a: PushArgs) -> anyhow::Result<()> {
+    use onair::output::{playlist_push, push};
+    use onair_proto::push::{Protocol, PushTarget};
+    let target = PushTarget::parse(&a.to).context("--to")?;
+    let protocol = Protocol::parse(&a.protocol)
+        .with_context(|| format!("--protocol {:?}: use icecast or shoutcast", a.protocol))?;
+    let settings = push::PushSettings {
+        target,
+        protocol,
+        info: onair_proto::icecast::StreamInfoHeaders {
+            name: a.name,
+            description: a.description,
+            genre: a.genre,
+            url: a.url,
+            public: Some(a.public),
+            ..Default::default()
+        },
+        mode: push::Mode::Playout,
+        once: a.once,
+    };
+    let list = playlist_push::Tracklist {
+        inputs: a.files,
+        playlist: a.playlist,
+        shuffle: a.shuffle,
+        looped: a.looped,
+    };
+    let token = tokio_util::sync::CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        while wait_for_signal().await != Signal::Stop {}
+        tracing::info!("stopping the push");
+        stop.cancel();
+    });
+    playlist_push::run(list, settings, token).await?;
+    Ok(())
 }
 
 async fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
 //! Outputs: everything that consumes a mount's audio.
 
 pub mod listener;
+pub mod playlist_push;
 pub mod push;

@@ -85,6 +85,14 @@ async fn live_source(addr: SocketAddr, mount: &str, from: u32) -> tokio::task::J
     keep_sending(src, from, 2)
 }
 
+/// Test logs (RUST_LOG) for tests that start no station.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 fn push_toml(mount: &str, to: &str, extra: &str) -> String {
     format!("[[mount]]\nname = \"{mount}\"\n[[mount.push]]\nto = \"{to}\"\n{extra}")
 }
@@ -329,6 +337,7 @@ async fn wait_state(state: &mut tokio::sync::watch::Receiver<PushState>, want: P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playout_resumes_at_the_frame_where_the_connection_broke() {
+    logs();
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake = server.local_addr().unwrap();
     let mount = Arc::new(Mount::new(
@@ -547,4 +556,239 @@ async fn push_to_icecast2_survives_a_restart() {
     consecutive_frames(&audio);
     feeder.abort();
     local.shutdown(Duration::from_secs(2)).await;
+}
+
+/// A fake remote on one port: source connections are handed to the test, title updates
+/// (`GET /admin/metadata`) are answered and recorded.
+struct FakeRemote {
+    addr: SocketAddr,
+    sources: tokio::sync::mpsc::Receiver<Accepted>,
+    titles: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeRemote {
+    async fn start() -> FakeRemote {
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, sources) = tokio::sync::mpsc::channel(4);
+        let titles = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = titles.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let mut conn = accept_source(&server).await;
+                if conn.head.method == "GET" {
+                    let q = onair_proto::icecast::parse_query(conn.head.query().unwrap_or(""));
+                    let song = q.iter().find(|(k, _)| k == "song").map(|(_, v)| v.clone());
+                    let auth = conn
+                        .head
+                        .basic_auth()
+                        .is_some_and(|c| c.password == "remotepw");
+                    assert!(auth, "title update without the source credentials");
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8(song.unwrap_or_default()).unwrap());
+                    let _ = conn
+                        .stream
+                        .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n<iceresponse><return>1</return></iceresponse>\n")
+                        .await;
+                    continue;
+                }
+                if tx.send(conn).await.is_err() {
+                    return;
+                }
+            }
+        });
+        FakeRemote {
+            addr,
+            sources,
+            titles,
+            task,
+        }
+    }
+
+    async fn next_source(&mut self) -> Accepted {
+        let mut c = timeout(Duration::from_secs(20), self.sources.recv())
+            .await
+            .expect("the push never connected")
+            .unwrap();
+        c.stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\n")
+            .await
+            .unwrap();
+        c
+    }
+
+    fn titles(&self) -> Vec<String> {
+        self.titles.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeRemote {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Accepted {
+    /// Hangs up its sending side, then reads whatever the push still wrote until the push
+    /// closes: everything the push sent on this connection is in `body`.
+    async fn hang_up_and_drain(&mut self) {
+        self.stream.shutdown().await.unwrap();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = timeout(STEP, self.stream.read(&mut buf))
+                .await
+                .expect("push kept the connection open after the remote hung up")
+                .unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            self.body.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Reads until the push closes (the end of the track list).
+    async fn read_to_end(&mut self) {
+        let mut rest = Vec::new();
+        timeout(Duration::from_secs(20), self.stream.read_to_end(&mut rest))
+            .await
+            .expect("push did not finish")
+            .unwrap();
+        self.body.extend_from_slice(&rest);
+    }
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("onair-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Two "MP3 files" of test frames (0..80 and 80..160) and a playlist naming them.
+fn two_track_playlist(dir: &std::path::Path) -> PathBuf {
+    std::fs::write(dir.join("one.mp3"), frames(0..80)).unwrap();
+    std::fs::write(dir.join("two.mp3"), frames(80..160)).unwrap();
+    let m3u = dir.join("list.m3u");
+    std::fs::write(
+        &m3u,
+        "#EXTM3U\n#EXTINF:2,Artist - One\none.mp3\n#EXTINF:2,Artist - Two\ntwo.mp3\n",
+    )
+    .unwrap();
+    m3u
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onair_push_plays_a_playlist_in_real_time_and_resumes_exactly() {
+    use onair::output::playlist_push::{self, Tracklist};
+    logs();
+    let dir = scratch_dir("push-playlist");
+    let m3u = two_track_playlist(&dir);
+    let mut remote = FakeRemote::start().await;
+    let settings = PushSettings {
+        target: PushTarget::parse(&format!("http://source:remotepw@{}/relayed", remote.addr))
+            .unwrap(),
+        protocol: Protocol::Icecast,
+        info: StreamInfoHeaders {
+            name: Some("Pushed Files".into()),
+            ..Default::default()
+        },
+        mode: Mode::Playout,
+        once: false,
+    };
+    let list = Tracklist {
+        playlist: Some(m3u),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let token = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(playlist_push::run(list, settings, token.clone()));
+
+    let mut first = remote.next_source().await;
+    first.assert_source_credentials();
+    assert_eq!(first.head.header("ice-name"), Some("Pushed Files"));
+    assert_eq!(first.head.header("ice-bitrate"), Some("128"));
+    first.read_body(30 * FRAME_LEN).await;
+    first.hang_up_and_drain().await;
+    let got_first = consecutive_frames(&first.body);
+    assert_eq!(got_first[0], 0, "the playout starts with the first frame");
+    assert_eq!(first.body.len() % FRAME_LEN, 0, "whole frames only");
+
+    let mut second = remote.next_source().await;
+    second.read_to_end().await;
+    let got_second = consecutive_frames(&second.body);
+    assert_eq!(second.body.len() % FRAME_LEN, 0, "whole frames only");
+    assert_eq!(
+        got_second[0],
+        got_first.last().unwrap() + 1,
+        "resumes at the exact next frame"
+    );
+    assert_eq!(*got_second.last().unwrap(), 159, "plays to the end");
+    timeout(STEP, run).await.unwrap().unwrap().unwrap();
+    // 160 frames are 4.18 s of audio: released in real time (less the playout's lead and
+    // the time the remote was away, during which the playout paused), not at network speed.
+    assert!(
+        started.elapsed() >= Duration::from_millis(3500),
+        "{:?}",
+        started.elapsed()
+    );
+    let titles = remote.titles();
+    assert_eq!(
+        titles.first().map(String::as_str),
+        Some("Artist - One"),
+        "{titles:?}"
+    );
+    assert_eq!(
+        titles.last().map(String::as_str),
+        Some("Artist - Two"),
+        "{titles:?}"
+    );
+    // Reconnecting sends the title on air again: "One" twice if the cut was in track one.
+    let cut_in_one = got_second[0] < 80;
+    let ones = titles.iter().filter(|t| *t == "Artist - One").count();
+    assert_eq!(ones, if cut_in_one { 2 } else { 1 }, "{titles:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onair_push_binary_streams_files_to_a_station_and_once_exits_on_error() {
+    let dir = scratch_dir("push-binary");
+    let m3u = two_track_playlist(&dir);
+    let remote = start("").await;
+    let r = remote.local_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["push", "--to"])
+        .arg(format!("http://source:{PASS}@{r}/cli"))
+        .args(["--name", "CLI Push", "--playlist"])
+        .arg(&m3u)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("onair binary starts");
+    let mut l = listen_when_up(r, "/cli").await;
+    assert_eq!(header(&l.head, "icy-name"), Some("CLI Push"));
+    let (audio, _) = read_until_title(&mut l, "Artist - Two").await;
+    let idx = consecutive_frames(&audio);
+    assert_eq!(idx[0], 0);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "onair push exits 0 at the end of the list"
+    );
+    remote.shutdown(Duration::from_secs(2)).await;
+
+    // Nothing listens there: with --once the first failure is the end, with an error.
+    let out = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["push", "--once", "--to"])
+        .arg(format!("http://source:{PASS}@127.0.0.1:{}/x", free_port()))
+        .arg(dir.join("one.mp3"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
 }

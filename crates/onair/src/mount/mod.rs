@@ -557,6 +557,9 @@ impl Mount {
             match st.ring.seq_at_offset(st.ogg.start) {
                 // The burst reaches back to the headers: start there, they come in-band.
                 Some(h) if st.ring.offset_of_seq(seq) <= st.ogg.start => seq = h,
+                // Not published yet (a joiner in the stream's first chunk): they will come
+                // in-band after `seq`; a prefix as well would send them twice.
+                None if st.ogg.start >= st.ring.end_offset() => {}
                 _ => prefix = st.ogg.pages.clone(),
             }
         }

@@ -792,3 +792,83 @@ async fn onair_push_binary_streams_files_to_a_station_and_once_exits_on_error() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+/// A listener's first pages: the Vorbis identification header once, first, then the rest.
+async fn assert_headers_once(addr: SocketAddr, mount: &str) {
+    let mut l = Listener::get(addr, mount, false).await;
+    l.fill(20_000).await;
+    let b = &l.body;
+    let mut pos = 0;
+    let mut kinds = Vec::new();
+    while pos + 27 <= b.len() && &b[pos..pos + 4] == b"OggS" {
+        let segs = usize::from(b[pos + 26]);
+        let Some(lacing) = b.get(pos + 27..pos + 27 + segs) else {
+            break;
+        };
+        let body = pos + 27 + segs;
+        kinds.push(b.get(body..body + 7).map(<[u8]>::to_vec));
+        pos = body + lacing.iter().map(|&x| usize::from(x)).sum::<usize>();
+    }
+    assert!(kinds.len() > 3, "not a page-aligned Ogg stream");
+    let idents = kinds
+        .iter()
+        .filter(|k| k.as_deref() == Some(b"\x01vorbis".as_slice()))
+        .count();
+    assert_eq!(kinds[0].as_deref(), Some(b"\x01vorbis".as_slice()));
+    assert_eq!(idents, 1, "codec headers sent more than once");
+}
+
+/// Starts a station on `port` (for a remote that must come back on the same address).
+async fn start_on(port: u16) -> onair::station::Running {
+    onair::station::start(config("", SocketAddr::from(([127, 0, 0, 1], port))))
+        .await
+        .expect("remote station starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ogg_relay_decodes_at_the_remote_before_and_after_a_reconnect() {
+    use crate::interop::{ffmpeg_decode, ffmpeg_source, make_input, scratch, wait_live};
+    let dir = scratch("push-ogg");
+    let input = make_input(&dir, "in.ogg", &["-c:a", "libvorbis", "-q:a", "3"], 20);
+    let port = free_port();
+    let remote = start_on(port).await;
+    let local = start(&push_toml(
+        "/live.ogg",
+        &format!("http://source:{PASS}@127.0.0.1:{port}/relay.ogg"),
+        "",
+    ))
+    .await;
+    let a = local.local_addr();
+    let _src = ffmpeg_source(
+        &input,
+        &format!("icecast://source:{PASS}@{a}/live.ogg"),
+        "application/ogg",
+        "ogg",
+    );
+    let r = remote.local_addr();
+    wait_live(r, "/relay.ogg").await;
+    // Long after the codec headers went by: the remote must have kept them for joiners.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_headers_once(r, "/relay.ogg").await;
+    let (decoded, errors) = ffmpeg_decode(&format!("http://{r}/relay.ogg"), 3).await;
+    assert!(errors.trim().is_empty(), "decode errors: {errors}");
+    assert!(decoded >= 2.9, "decoded only {decoded:.2} s");
+
+    // The remote goes away and comes back: the new connection must start with the
+    // stream's codec headers although the push resumes in the middle of it.
+    remote.shutdown(Duration::from_secs(2)).await;
+    let remote = start_on(port).await;
+    wait_live(r, "/relay.ogg").await;
+    assert_headers_once(r, "/relay.ogg").await;
+    let (decoded, errors) = ffmpeg_decode(&format!("http://{r}/relay.ogg"), 3).await;
+    assert!(
+        errors.trim().is_empty(),
+        "decode errors after the reconnect: {errors}"
+    );
+    assert!(
+        decoded >= 2.9,
+        "decoded only {decoded:.2} s after the reconnect"
+    );
+    local.shutdown(Duration::from_secs(2)).await;
+    remote.shutdown(Duration::from_secs(2)).await;
+}

@@ -226,7 +226,7 @@ async fn put_refused_falls_back_to_source() {
     let t = Instant::now();
     let mut source = accept_source(&server).await;
     assert!(
-        t.elapsed() < Duration::from_millis(900),
+        t.elapsed() < Duration::from_millis(740),
         "the fallback waits for no backoff"
     );
     assert_eq!(source.head.method, "SOURCE");

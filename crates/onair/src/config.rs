@@ -42,6 +42,17 @@ pub struct RawConfig {
     pub shoutcast: RawShoutcast,
     #[serde(default)]
     pub mount: Vec<RawMount>,
+    #[serde(default)]
+    pub demo: RawDemo,
+}
+
+/// The built-in demo programme (see docs/ENCODING.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    pub enabled: Option<bool>,
+    pub mount: Option<String>,
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +93,12 @@ pub struct RawMountSettings {
     pub chunk_ms: Option<u64>,
     pub send_buffer: Option<usize>,
     pub max_listener_duration: Option<f64>,
+    /// Live encoding (raw PCM sources, transcoded mounts): "mp3" or "opus".
+    pub codec: Option<String>,
+    /// kbit/s.
+    pub bitrate: Option<u32>,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +119,8 @@ pub struct RawMount {
     pub genre: Option<String>,
     pub url: Option<String>,
     pub autodj: Option<RawAutoDj>,
+    /// Re-encode this mount's stream into this mount (`codec`, `bitrate`, ...).
+    pub transcode_from: Option<String>,
     #[serde(flatten)]
     pub settings: RawMountSettings,
 }
@@ -145,6 +164,89 @@ pub struct Config {
     pub defaults: MountSettings,
     pub shoutcast: ShoutcastConfig,
     pub mounts: Vec<MountConfig>,
+    pub demo: DemoConfig,
+}
+
+/// The built-in demo programme: where it plays and whether it does.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Default: on when the configuration defines no mounts. Anything that brings its own
+    /// programme (AutoDJ `--music DIR`) turns it off by setting this to false.
+    pub enabled: bool,
+    pub mount: String,
+    /// Seed of the generated programme (same seed, same music).
+    pub seed: u64,
+}
+
+/// How live-encoded audio (raw PCM sources, transcoded mounts, the demo) is encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodingSettings {
+    pub codec: onair_media::encode::Codec,
+    pub bitrate_kbps: u32,
+    /// `None`: the input's rate if the codec supports it, else 44100 (MP3) / 48000 (Opus).
+    pub sample_rate: Option<u32>,
+    /// `None`: the input's channel count, at most 2.
+    pub channels: Option<u16>,
+}
+
+impl Default for EncodingSettings {
+    fn default() -> Self {
+        EncodingSettings {
+            codec: onair_media::encode::Codec::Mp3,
+            bitrate_kbps: 128,
+            sample_rate: None,
+            channels: None,
+        }
+    }
+}
+
+impl EncodingSettings {
+    /// Encoder settings for input at `rate` Hz with `channels` channels.
+    pub fn for_input(&self, rate: u32, channels: u16) -> onair_media::encode::EncoderSettings {
+        use onair_media::encode::Codec;
+        let native: &[u32] = match self.codec {
+            Codec::Mp3 => &[22_050, 24_000, 32_000, 44_100, 48_000],
+            Codec::Opus => &[48_000, 24_000, 16_000, 12_000, 8_000],
+        };
+        let fallback = match self.codec {
+            Codec::Mp3 => 44_100,
+            Codec::Opus => 48_000,
+        };
+        onair_media::encode::EncoderSettings {
+            codec: self.codec,
+            bitrate_kbps: self.bitrate_kbps,
+            vbr: false,
+            rate: self
+                .sample_rate
+                .unwrap_or(if native.contains(&rate) { rate } else { fallback }),
+            channels: self.channels.unwrap_or(channels.clamp(1, 2)),
+        }
+    }
+
+    fn resolve(raw: &RawMountSettings, base: &EncodingSettings) -> Result<Self, ConfigError> {
+        use onair_media::encode::Codec;
+        let codec = match raw.codec.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => base.codec,
+            Some("mp3") => Codec::Mp3,
+            Some("opus") => Codec::Opus,
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "codec must be \"mp3\" or \"opus\", got {other:?}"
+                )))
+            }
+        };
+        let s = EncodingSettings {
+            codec,
+            bitrate_kbps: raw.bitrate.unwrap_or(base.bitrate_kbps),
+            sample_rate: raw.sample_rate.or(base.sample_rate),
+            channels: raw.channels.or(base.channels),
+        };
+        // Check what can be checked without an input: the codec accepts these settings.
+        let probe = s.for_input(s.sample_rate.unwrap_or(48_000), s.channels.unwrap_or(2));
+        onair_media::encode::new_encoder(&probe)
+            .map_err(|e| ConfigError::Invalid(format!("encoding: {e}")))?;
+        Ok(s)
+    }
 }
 
 /// SHOUTcast v1 source port: where it listens and which mount it feeds.
@@ -192,6 +294,7 @@ pub struct MountSettings {
     pub send_buffer: usize,
     /// Listeners are disconnected after this long (`None` = no limit).
     pub max_listener_duration: Option<Duration>,
+    pub encoding: EncodingSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +319,7 @@ pub struct MountConfig {
     pub url: Option<String>,
     /// Plays a music folder on this mount.
     pub autodj: Option<AutoDjConfig>,
+    pub transcode_from: Option<String>,
     pub settings: MountSettings,
 }
 
@@ -350,6 +454,7 @@ impl MountSettings {
                 None => base.max_listener_duration,
                 v => optional_secs(v, 0.0, "max_listener_duration")?,
             },
+            encoding: EncodingSettings::resolve(raw, &base.encoding)?,
         })
     }
 
@@ -381,6 +486,7 @@ impl Default for MountSettings {
             chunk: Duration::from_millis(1000),
             send_buffer: 65_536,
             max_listener_duration: None,
+            encoding: EncodingSettings::default(),
         }
     }
 }
@@ -444,7 +550,24 @@ impl Config {
                 crate::input::recording::validate_pattern(d)
                     .map_err(|e| ConfigError::Invalid(format!("mount {}: {e}", m.name)))?;
             }
-            let settings = MountSettings::resolve(&m.settings, &defaults)?;
+            if let Some(from) = &m.transcode_from {
+                validate_mount_name(from).map_err(|e| {
+                    ConfigError::Invalid(format!("mount {} transcode_from: {e}", m.name))
+                })?;
+                if from == &m.name {
+                    return Err(ConfigError::Invalid(format!(
+                        "mount {}: transcode_from names the mount itself",
+                        m.name
+                    )));
+                }
+            }
+            let settings =
+                MountSettings::resolve(&m.settings, &defaults).map_err(|e| match e {
+                    ConfigError::Invalid(msg) => {
+                        ConfigError::Invalid(format!("mount {}: {msg}", m.name))
+                    }
+                    other => other,
+                })?;
             settings.validate(&format!("mount {}", m.name))?;
             let autodj = match m.autodj {
                 Some(raw) => Some(AutoDjConfig::resolve(raw, &m.name)?),
@@ -465,6 +588,7 @@ impl Config {
                 genre: m.genre,
                 url: m.url,
                 autodj,
+                transcode_from: m.transcode_from,
                 settings,
                 name: m.name,
             });
@@ -480,6 +604,20 @@ impl Config {
         };
         validate_mount_name(&shoutcast.mount)
             .map_err(|e| ConfigError::Invalid(format!("[shoutcast] mount: {e}")))?;
+        let mut demo = DemoConfig {
+            enabled: raw.demo.enabled.unwrap_or(mounts.is_empty()),
+            mount: raw.demo.mount.unwrap_or_else(|| "/stream".into()),
+            seed: raw.demo.seed.unwrap_or(1),
+        };
+        // A mount with an AutoDJ (`--music DIR` on /stream) has its own programme.
+        if mounts
+            .iter()
+            .any(|m| m.name == demo.mount && m.autodj.is_some())
+        {
+            demo.enabled = false;
+        }
+        validate_mount_name(&demo.mount)
+            .map_err(|e| ConfigError::Invalid(format!("[demo] mount: {e}")))?;
         Ok(Config {
             bind,
             shoutcast,
@@ -502,6 +640,7 @@ impl Config {
             limits,
             defaults,
             mounts,
+            demo,
         })
     }
 
@@ -541,6 +680,7 @@ fn music_mount(mounts: &mut Vec<MountConfig>, dir: PathBuf, defaults: &MountSett
         genre: None,
         url: None,
         autodj: Some(AutoDjConfig::for_dir(dir)),
+        transcode_from: None,
         settings: defaults.clone(),
     });
 }

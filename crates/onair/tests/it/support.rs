@@ -26,7 +26,10 @@ pub async fn start(toml_text: &str) -> Running {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+    let mut raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+    // The demo programme (on by default without mounts) would hold /stream: tests that
+    // want it say so.
+    raw.demo.enabled.get_or_insert(false);
     let ov = Overrides {
         bind: Some("127.0.0.1:0".parse().unwrap()),
         source_password: Some(PASS.into()),
@@ -50,7 +53,8 @@ pub async fn start_with_shoutcast(toml_text: &str) -> Running {
         if port == u16::MAX {
             continue;
         }
-        let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+        let mut raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+        raw.demo.enabled.get_or_insert(false);
         let ov = Overrides {
             bind: Some(format!("127.0.0.1:{port}").parse().unwrap()),
             source_password: Some(PASS.into()),

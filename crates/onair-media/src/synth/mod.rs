@@ -170,8 +170,13 @@ impl Programme {
             self.piece = compose(self.seed, self.piece_index, self.rate);
             self.piece_pos = 0;
             self.next_note = 0;
-            self.echo = PingPong::new(self.rate, 0.75 * self.piece.beat_frames / f64::from(self.rate), 0.35);
-            self.starts.push_back((self.rendered, self.piece.title.clone()));
+            self.echo = PingPong::new(
+                self.rate,
+                0.75 * self.piece.beat_frames / f64::from(self.rate),
+                0.35,
+            );
+            self.starts
+                .push_back((self.rendered, self.piece.title.clone()));
         }
         let n = (CHUNK as u64).min(self.piece.length - self.piece_pos) as usize;
         let chunk_end = self.piece_pos + n as u64;
@@ -191,12 +196,14 @@ impl Programme {
             for &(cents, spread) in layers {
                 let drift = rng.range(-1.0, 1.0);
                 let pan = (note.pan + spread).clamp(0.0, 1.0);
-                if let Some(v) = Voice::new(note, self.piece.lead, offset, self.rate, cents + drift, pan) {
+                if let Some(v) =
+                    Voice::new(note, self.piece.lead, offset, self.rate, cents + drift, pan)
+                {
                     if self.voices.len() >= MAX_VOICES {
                         // Drop the quietest (in practice a voice deep in its release).
-                        if let Some(q) = (0..self.voices.len())
-                            .min_by(|&a, &b| self.voices[a].level().total_cmp(&self.voices[b].level()))
-                        {
+                        if let Some(q) = (0..self.voices.len()).min_by(|&a, &b| {
+                            self.voices[a].level().total_cmp(&self.voices[b].level())
+                        }) {
                             self.voices.swap_remove(q);
                         }
                     }
@@ -207,7 +214,11 @@ impl Programme {
         }
 
         let (dry, echo_send, verb_send) = (&mut self.dry, &mut self.echo_send, &mut self.verb_send);
-        for buf in dry.iter_mut().chain(echo_send.iter_mut()).chain(verb_send.iter_mut()) {
+        for buf in dry
+            .iter_mut()
+            .chain(echo_send.iter_mut())
+            .chain(verb_send.iter_mut())
+        {
             buf[..n].fill(0.0);
         }
         let mut scratch = [vec![0.0f32; n], vec![0.0f32; n]];

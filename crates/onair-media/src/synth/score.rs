@@ -111,8 +111,12 @@ const MINOR_PROGRESSIONS: [[usize; 4]; 6] = [
     [0, 2, 6, 5],
     [0, 3, 0, 4],
 ];
-const MAJOR_NAMES: [&str; 12] = ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"];
-const MINOR_NAMES: [&str; 12] = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B"];
+const MAJOR_NAMES: [&str; 12] = [
+    "C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B",
+];
+const MINOR_NAMES: [&str; 12] = [
+    "C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B",
+];
 const FORMS_4: [&str; 8] = [
     "Nocturne",
     "Reverie",
@@ -192,7 +196,8 @@ pub(crate) fn compose(seed: u64, index: u64, rate: u32) -> Piece {
     // cycle, ~29 s, so one always fits), and at least intro + main + outro.
     let min_cycles = ((60.0 - ending_secs) / cycle_secs).ceil().max(3.0) as u64;
     let max_cycles = (((120.0 - ending_secs) / cycle_secs).floor() as u64).max(min_cycles);
-    let cycles = (((target - ending_secs) / cycle_secs).round() as u64).clamp(min_cycles, max_cycles);
+    let cycles =
+        (((target - ending_secs) / cycle_secs).round() as u64).clamp(min_cycles, max_cycles);
 
     let mut c = Composer {
         rng,
@@ -248,8 +253,22 @@ pub(crate) fn compose(seed: u64, index: u64, rate: u32) -> Piece {
     let end_beat = (cycles * cycle_bars * beats) as f64;
     let tonic = c.chord(0);
     c.pad(&tonic, end_beat, (2 * beats) as f64 - 0.5, 0.9);
-    c.note(Part::Bass, f64::from(c.bass_midi(tonic[0])), end_beat, (beats + 2) as f64, 0.9, 0.5);
-    c.note(Part::Lead, c.nearest_lead(tonic[0]), end_beat, beats as f64, 0.8, 0.55);
+    c.note(
+        Part::Bass,
+        f64::from(c.bass_midi(tonic[0])),
+        end_beat,
+        (beats + 2) as f64,
+        0.9,
+        0.5,
+    );
+    c.note(
+        Part::Lead,
+        c.nearest_lead(tonic[0]),
+        end_beat,
+        beats as f64,
+        0.8,
+        0.55,
+    );
     let length = ((end_beat + (2 * beats) as f64) * beat_frames + 4.5 * f64::from(rate)) as u64;
 
     let mut notes = c.notes;
@@ -337,7 +356,11 @@ impl Composer {
             let beat = beat0 + (b * self.beats) as f64;
             let vel = if b == 0 { 1.0 } else { 0.85 };
             self.note(Part::Bass, root, beat, 1.8, vel, 0.5);
-            let second = if self.rng.chance(0.6) { root + 7.0 } else { root + 12.0 };
+            let second = if self.rng.chance(0.6) {
+                root + 7.0
+            } else {
+                root + 12.0
+            };
             let at = 2.0;
             let len = if self.beats == 3 { 0.9 } else { 1.6 };
             self.note(Part::Bass, second, beat + at, len, 0.75, 0.5);
@@ -351,7 +374,13 @@ impl Composer {
         let up_down = self.rng.chance(0.5);
         let pattern: Vec<f64> = if up_down {
             let mut p = tones.clone();
-            p.extend(tones.iter().rev().skip(1).take(tones.len().saturating_sub(2)));
+            p.extend(
+                tones
+                    .iter()
+                    .rev()
+                    .skip(1)
+                    .take(tones.len().saturating_sub(2)),
+            );
             p
         } else {
             tones
@@ -360,9 +389,20 @@ impl Composer {
         let steps = ((bars * self.beats) as f64 / step) as usize;
         for s in 0..steps {
             let m = pattern[s % pattern.len()];
-            let accent = if s % (1.0 / step) as usize == 0 { 0.8 } else { 0.6 };
+            let accent = if s % (1.0 / step) as usize == 0 {
+                0.8
+            } else {
+                0.6
+            };
             let pan = if s % 2 == 0 { 0.35 } else { 0.65 };
-            self.note(Part::Arp, m, beat0 + s as f64 * step, step * 0.9, accent, pan);
+            self.note(
+                Part::Arp,
+                m,
+                beat0 + s as f64 * step,
+                step * 0.9,
+                accent,
+                pan,
+            );
         }
     }
 
@@ -437,7 +477,11 @@ impl Composer {
             if last {
                 beats = f64::from(len) * 0.5 + 1.0;
             }
-            let vel = if slot == 0 { 1.0 } else { 0.8 + 0.1 * self.rng.unit() as f32 };
+            let vel = if slot == 0 {
+                1.0
+            } else {
+                0.8 + 0.1 * self.rng.unit() as f32
+            };
             if let Some(&m) = scale.get(idx) {
                 self.note(Part::Lead, m, beat, beats, vel, 0.55);
                 self.melody_pos = Some(m);
@@ -456,7 +500,11 @@ mod tests {
             for index in 0..3 {
                 let p = compose(seed, index, 44_100);
                 let secs = p.length as f64 / 44_100.0;
-                assert!((60.0..=120.0).contains(&secs), "seed {seed}/{index}: {secs} s, {}", p.title);
+                assert!(
+                    (60.0..=120.0).contains(&secs),
+                    "seed {seed}/{index}: {secs} s, {}",
+                    p.title
+                );
                 assert!(p.notes.windows(2).all(|w| w[0].start <= w[1].start));
                 assert!(p.notes.len() < 5000);
                 assert!(p.notes.iter().all(|n| n.start + n.gate < p.length));
@@ -472,15 +520,28 @@ mod tests {
             // Recover key and mode from the title, then check every pitch class.
             let words: Vec<&str> = p.title.split_whitespace().collect();
             let (key, mode) = (words[words.len() - 2], words[words.len() - 1]);
-            let names = if mode == "minor" { MINOR_NAMES } else { MAJOR_NAMES };
+            let names = if mode == "minor" {
+                MINOR_NAMES
+            } else {
+                MAJOR_NAMES
+            };
             let root = names.iter().position(|&n| n == key).expect("key name") as u8;
             let scale = if mode == "minor" { MINOR } else { MAJOR };
-            let penta = if mode == "minor" { MINOR_PENTA } else { MAJOR_PENTA };
+            let penta = if mode == "minor" {
+                MINOR_PENTA
+            } else {
+                MAJOR_PENTA
+            };
             for n in &p.notes {
                 let pc = ((n.midi as i64 - i64::from(root)).rem_euclid(12)) as u8;
                 assert!(scale.contains(&pc), "{}: {:?} out of key", p.title, n);
                 if n.part == Part::Lead {
-                    assert!(penta.contains(&pc), "{}: lead {:?} off the pentatonic", p.title, n);
+                    assert!(
+                        penta.contains(&pc),
+                        "{}: lead {:?} off the pentatonic",
+                        p.title,
+                        n
+                    );
                 }
             }
         }

@@ -89,10 +89,7 @@ impl Reverb {
             self.lp[i] += self.damp * (o - self.lp[i]);
             *v = self.lp[i];
         }
-        let (out_l, out_r) = (
-            s[0] + s[2] + s[4] + s[6],
-            s[1] + s[3] + s[5] + s[7],
-        );
+        let (out_l, out_r) = (s[0] + s[2] + s[4] + s[6], s[1] + s[3] + s[5] + s[7]);
         hadamard8(&mut s);
         for (i, &v) in s.iter().enumerate() {
             let input = if i % 2 == 0 { in_l } else { in_r };
@@ -134,10 +131,12 @@ mod tests {
         let mut r = Reverb::new(48_000, 2.0);
         r.process(1.0, 1.0);
         let energy = |r: &mut Reverb, n: usize| -> f32 {
-            (0..n).map(|_| {
-                let (l, r) = r.process(0.0, 0.0);
-                l * l + r * r
-            }).sum()
+            (0..n)
+                .map(|_| {
+                    let (l, r) = r.process(0.0, 0.0);
+                    l * l + r * r
+                })
+                .sum()
         };
         let early = energy(&mut r, 24_000);
         let _ = energy(&mut r, 72_000);

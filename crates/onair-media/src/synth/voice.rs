@@ -267,38 +267,56 @@ impl Voice {
                 table(Shape::Soft, None)?,
                 Envelope::new(rate_f, 1.2, 1.5, 0.8, 2.2),
                 0.07,
-                Sends { delay: 0.0, reverb: 0.45 },
+                Sends {
+                    delay: 0.0,
+                    reverb: 0.45,
+                },
             ),
             Part::Bass => (
                 table(Shape::Warm, None)?,
                 Envelope::new(rate_f, 0.008, 0.6, 0.55, 0.25),
                 0.22,
-                Sends { delay: 0.0, reverb: 0.08 },
+                Sends {
+                    delay: 0.0,
+                    reverb: 0.08,
+                },
             ),
             Part::Arp => (
                 fm(3.0, 0.9, 0.1, 0.12),
                 Envelope::new(rate_f, 0.004, 0.5, 0.08, 0.35),
                 0.075,
-                Sends { delay: 0.45, reverb: 0.35 },
+                Sends {
+                    delay: 0.45,
+                    reverb: 0.35,
+                },
             ),
             Part::Lead => match lead {
                 LeadTimbre::Bell => (
                     fm(1.0, 1.6, 0.25, 0.35),
                     Envelope::new(rate_f, 0.005, 1.6, 0.2, 0.6),
                     0.16,
-                    Sends { delay: 0.35, reverb: 0.4 },
+                    Sends {
+                        delay: 0.35,
+                        reverb: 0.4,
+                    },
                 ),
                 LeadTimbre::Flute => (
                     table(Shape::Warm, Some((0.004, 5.0, (0.25 * rate_f) as u64)))?,
                     Envelope::new(rate_f, 0.07, 0.4, 0.75, 0.35),
                     0.13,
-                    Sends { delay: 0.3, reverb: 0.45 },
+                    Sends {
+                        delay: 0.3,
+                        reverb: 0.45,
+                    },
                 ),
                 LeadTimbre::Pluck => (
                     fm(2.0, 1.4, 0.1, 0.08),
                     Envelope::new(rate_f, 0.003, 0.7, 0.12, 0.3),
                     0.16,
-                    Sends { delay: 0.4, reverb: 0.35 },
+                    Sends {
+                        delay: 0.4,
+                        reverb: 0.35,
+                    },
                 ),
             },
         };

@@ -86,7 +86,12 @@ pub async fn run(station: Arc<Station>) -> Result<(), String> {
 
 /// Renders blocks into the encoder until it stops; returns the programme to continue later.
 fn generate(mut programme: Programme, tx: &PcmSender) -> Programme {
-    let title = |t: String| Message::Title(StreamMeta { title: t, url: None });
+    let title = |t: String| {
+        Message::Title(StreamMeta {
+            title: t,
+            url: None,
+        })
+    };
     loop {
         let (pcm, start) = programme.next_block(BLOCK_FRAMES);
         let sent = match start {

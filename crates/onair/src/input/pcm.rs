@@ -88,7 +88,13 @@ pub async fn run(
     let (tx, task) = match encoder::spawn(mount.clone(), claim, opts, token.clone()) {
         Ok(ok) => ok,
         Err(e) => {
-            reply(&mut stream, 500, "Internal Server Error", "cannot start the encoder\n").await;
+            reply(
+                &mut stream,
+                500,
+                "Internal Server Error",
+                "cannot start the encoder\n",
+            )
+            .await;
             finish(&station, &mount, ticket, peer, Err(e.to_string()));
             return;
         }

@@ -62,8 +62,7 @@ pub async fn run(
             "audio/mpeg".to_string()
         }
     };
-    if let Some((format, rate, channels)) =
-        onair_media::pcm::parse_pcm_content_type(&content_type)
+    if let Some((format, rate, channels)) = onair_media::pcm::parse_pcm_content_type(&content_type)
     {
         let layout = crate::input::pcm::PcmLayout {
             format,

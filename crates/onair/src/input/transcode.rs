@@ -83,7 +83,11 @@ pub async fn run(station: Arc<Station>, target: String) -> Result<(), String> {
         let compat = first.compat();
         let (rate, channels) = compat.map_or((44_100, 2), |c| {
             (
-                if c.sample_rate == 0 { 44_100 } else { c.sample_rate },
+                if c.sample_rate == 0 {
+                    44_100
+                } else {
+                    c.sample_rate
+                },
                 u16::from(c.channels.max(1)),
             )
         });

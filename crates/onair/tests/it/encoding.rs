@@ -36,7 +36,9 @@ pub fn require_ffmpeg() {
 pub fn ffmpeg_pcm(data: &[u8], rate: u32) -> Vec<f32> {
     require_ffmpeg();
     let mut child = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1"])
+        .args([
+            "-nostdin", "-v", "error", "-i", "pipe:0", "-f", "f32le", "-ac", "1",
+        ])
         .args(["-ar", &rate.to_string(), "pipe:1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -229,7 +231,10 @@ async fn pcm_source_round_trip(toml: &str, content_type: &str, body: Vec<u8>) ->
         src.send(&rest).await;
         src
     });
-    let src = timeout(Duration::from_secs(15), sender).await.unwrap().unwrap();
+    let src = timeout(Duration::from_secs(15), sender)
+        .await
+        .unwrap()
+        .unwrap();
     drop(src);
     read_to_end(&mut listener, Duration::from_secs(15)).await;
     srv.shutdown(Duration::from_secs(2)).await;
@@ -242,16 +247,16 @@ async fn float32_pcm_source_is_encoded_to_mp3() {
     // 3 s of 1 kHz at 24 kHz mono, float32 little-endian, as numpy's tobytes() makes it.
     let pcm = sine(1000.0, 24_000, 1, 0, 72_000);
     let body: Vec<u8> = pcm.samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let (head, audio) = pcm_source_round_trip(
-        "",
-        "audio/x-raw;format=F32LE;rate=24000;channels=1",
-        body,
-    )
-    .await;
+    let (head, audio) =
+        pcm_source_round_trip("", "audio/x-raw;format=F32LE;rate=24000;channels=1", body).await;
     assert_eq!(header(&head, "content-type"), Some("audio/mpeg"), "{head}");
     let mut framer = Framer::new(Format::Mpeg);
     let first = framer.next_unit(&audio).unwrap();
-    assert_eq!(first.kind, UnitKind::Audio, "the stream starts on an MP3 frame");
+    assert_eq!(
+        first.kind,
+        UnitKind::Audio,
+        "the stream starts on an MP3 frame"
+    );
     assert_eq!(framer.stream_info().sample_rate, 24_000);
     assert_eq!(framer.stream_info().bitrate, 128_000);
     let decoded = ffmpeg_pcm(&audio, 24_000);
@@ -279,7 +284,10 @@ async fn l16_pcm_source_is_encoded_to_the_mounts_codec() {
     )
     .await;
     assert_eq!(header(&head, "content-type"), Some("audio/ogg"), "{head}");
-    assert!(audio.starts_with(b"OggS"), "the stream starts on an Ogg page");
+    assert!(
+        audio.starts_with(b"OggS"),
+        "the stream starts on an Ogg page"
+    );
     let decoded = ffmpeg_pcm(&audio, 48_000);
     let secs = decoded.len() as f64 / 48_000.0;
     assert!((2.9..3.3).contains(&secs), "decoded {secs} s");

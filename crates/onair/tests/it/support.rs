@@ -35,6 +35,7 @@ pub async fn start(toml_text: &str) -> Running {
         source_password: Some(PASS.into()),
         admin_user: Some(ADMIN.0.into()),
         admin_password: Some(ADMIN.1.into()),
+        music: None,
     };
     station::start(Config::from_raw(raw, &ov).expect("valid config"))
         .await
@@ -60,6 +61,7 @@ pub async fn start_with_shoutcast(toml_text: &str) -> Running {
             source_password: Some(PASS.into()),
             admin_user: Some(ADMIN.0.into()),
             admin_password: Some(ADMIN.1.into()),
+            music: None,
         };
         if let Ok(r) = station::start(Config::from_raw(raw, &ov).unwrap()).await {
             if r.shoutcast_addr().map(|a| a.port()) == Some(port + 1) {

@@ -19,3 +19,4 @@ pub mod loudness;
 pub mod opus;
 pub mod pcm;
 pub mod resample;
+pub mod synth;

@@ -43,6 +43,17 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub mount: Vec<RawMount>,
+    #[serde(default)]
+    pub demo: RawDemo,
+}
+
+/// The built-in demo programme (see docs/ENCODING.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    pub enabled: Option<bool>,
+    pub mount: Option<String>,
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +102,12 @@ pub struct RawMountSettings {
     pub chunk_ms: Option<u64>,
     pub send_buffer: Option<usize>,
     pub max_listener_duration: Option<f64>,
+    /// Live encoding (raw PCM sources, transcoded mounts): "mp3" or "opus".
+    pub codec: Option<String>,
+    /// kbit/s.
+    pub bitrate: Option<u32>,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +130,8 @@ pub struct RawMount {
     #[serde(default)]
     pub push: Vec<RawPush>,
     pub autodj: Option<RawAutoDj>,
+    /// Re-encode this mount's stream into this mount (`codec`, `bitrate`, ...).
+    pub transcode_from: Option<String>,
     #[serde(flatten)]
     pub settings: RawMountSettings,
 }
@@ -170,6 +189,91 @@ pub struct Config {
     pub shoutcast: ShoutcastConfig,
     pub tls: Option<TlsConfig>,
     pub mounts: Vec<MountConfig>,
+    pub demo: DemoConfig,
+}
+
+/// The built-in demo programme: where it plays and whether it does.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Default: on when the configuration defines no mounts. Anything that brings its own
+    /// programme (AutoDJ `--music DIR`) turns it off by setting this to false.
+    pub enabled: bool,
+    pub mount: String,
+    /// Seed of the generated programme (same seed, same music).
+    pub seed: u64,
+}
+
+/// How live-encoded audio (raw PCM sources, transcoded mounts, the demo) is encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodingSettings {
+    pub codec: onair_media::encode::Codec,
+    pub bitrate_kbps: u32,
+    /// `None`: the input's rate if the codec supports it, else 44100 (MP3) / 48000 (Opus).
+    pub sample_rate: Option<u32>,
+    /// `None`: the input's channel count, at most 2.
+    pub channels: Option<u16>,
+}
+
+impl Default for EncodingSettings {
+    fn default() -> Self {
+        EncodingSettings {
+            codec: onair_media::encode::Codec::Mp3,
+            bitrate_kbps: 128,
+            sample_rate: None,
+            channels: None,
+        }
+    }
+}
+
+impl EncodingSettings {
+    /// Encoder settings for input at `rate` Hz with `channels` channels.
+    pub fn for_input(&self, rate: u32, channels: u16) -> onair_media::encode::EncoderSettings {
+        use onair_media::encode::Codec;
+        let native: &[u32] = match self.codec {
+            Codec::Mp3 => &[22_050, 24_000, 32_000, 44_100, 48_000],
+            Codec::Opus => &[48_000, 24_000, 16_000, 12_000, 8_000],
+        };
+        let fallback = match self.codec {
+            Codec::Mp3 => 44_100,
+            Codec::Opus => 48_000,
+        };
+        onair_media::encode::EncoderSettings {
+            codec: self.codec,
+            bitrate_kbps: self.bitrate_kbps,
+            vbr: false,
+            rate: self.sample_rate.unwrap_or(if native.contains(&rate) {
+                rate
+            } else {
+                fallback
+            }),
+            channels: self.channels.unwrap_or(channels.clamp(1, 2)),
+        }
+    }
+
+    fn resolve(raw: &RawMountSettings, base: &EncodingSettings) -> Result<Self, ConfigError> {
+        use onair_media::encode::Codec;
+        let codec = match raw.codec.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => base.codec,
+            Some("mp3") => Codec::Mp3,
+            Some("opus") => Codec::Opus,
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "codec must be \"mp3\" or \"opus\", got {other:?}"
+                )))
+            }
+        };
+        let s = EncodingSettings {
+            codec,
+            bitrate_kbps: raw.bitrate.unwrap_or(base.bitrate_kbps),
+            sample_rate: raw.sample_rate.or(base.sample_rate),
+            channels: raw.channels.or(base.channels),
+        };
+        // Check what can be checked without an input: the codec accepts these settings.
+        let probe = s.for_input(s.sample_rate.unwrap_or(48_000), s.channels.unwrap_or(2));
+        onair_media::encode::new_encoder(&probe)
+            .map_err(|e| ConfigError::Invalid(format!("encoding: {e}")))?;
+        Ok(s)
+    }
 }
 
 /// A TLS listen socket: PEM certificate chain and private key, separate files.
@@ -225,6 +329,7 @@ pub struct MountSettings {
     pub send_buffer: usize,
     /// Listeners are disconnected after this long (`None` = no limit).
     pub max_listener_duration: Option<Duration>,
+    pub encoding: EncodingSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +354,7 @@ pub struct MountConfig {
     pub url: Option<String>,
     /// Plays a music folder on this mount.
     pub autodj: Option<AutoDjConfig>,
+    pub transcode_from: Option<String>,
     pub settings: MountSettings,
     /// Remote servers this mount is relayed to.
     pub push: Vec<PushConfig>,
@@ -381,9 +487,9 @@ impl AutoDjConfig {
             )));
         }
         let crossfade = raw.crossfade.unwrap_or(0.0);
-        if !(0.0..=10.0).contains(&crossfade) {
+        if crossfade != 0.0 {
             return Err(bad(format!(
-                "crossfade must be 0..=10 seconds, got {crossfade}"
+                "crossfade = {crossfade}: only 0 (gapless) is supported so far"
             )));
         }
         let rescan = secs(raw.rescan, 60.0, "autodj rescan")?;
@@ -418,6 +524,7 @@ impl MountSettings {
                 None => base.max_listener_duration,
                 v => optional_secs(v, 0.0, "max_listener_duration")?,
             },
+            encoding: EncodingSettings::resolve(raw, &base.encoding)?,
         })
     }
 
@@ -449,6 +556,7 @@ impl Default for MountSettings {
             chunk: Duration::from_millis(1000),
             send_buffer: 65_536,
             max_listener_duration: None,
+            encoding: EncodingSettings::default(),
         }
     }
 }
@@ -512,7 +620,23 @@ impl Config {
                 crate::input::recording::validate_pattern(d)
                     .map_err(|e| ConfigError::Invalid(format!("mount {}: {e}", m.name)))?;
             }
-            let settings = MountSettings::resolve(&m.settings, &defaults)?;
+            if let Some(from) = &m.transcode_from {
+                validate_mount_name(from).map_err(|e| {
+                    ConfigError::Invalid(format!("mount {} transcode_from: {e}", m.name))
+                })?;
+                if from == &m.name {
+                    return Err(ConfigError::Invalid(format!(
+                        "mount {}: transcode_from names the mount itself",
+                        m.name
+                    )));
+                }
+            }
+            let settings = MountSettings::resolve(&m.settings, &defaults).map_err(|e| match e {
+                ConfigError::Invalid(msg) => {
+                    ConfigError::Invalid(format!("mount {}: {msg}", m.name))
+                }
+                other => other,
+            })?;
             settings.validate(&format!("mount {}", m.name))?;
             let push = m
                 .push
@@ -539,6 +663,7 @@ impl Config {
                 genre: m.genre,
                 url: m.url,
                 autodj,
+                transcode_from: m.transcode_from,
                 settings,
                 push,
                 name: m.name,
@@ -568,6 +693,20 @@ impl Config {
                 key: t.key,
             }),
         };
+        let mut demo = DemoConfig {
+            enabled: raw.demo.enabled.unwrap_or(mounts.is_empty()),
+            mount: raw.demo.mount.unwrap_or_else(|| "/stream".into()),
+            seed: raw.demo.seed.unwrap_or(1),
+        };
+        // A mount with an AutoDJ (`--music DIR` on /stream) has its own programme.
+        if mounts
+            .iter()
+            .any(|m| m.name == demo.mount && m.autodj.is_some())
+        {
+            demo.enabled = false;
+        }
+        validate_mount_name(&demo.mount)
+            .map_err(|e| ConfigError::Invalid(format!("[demo] mount: {e}")))?;
         Ok(Config {
             bind,
             shoutcast,
@@ -591,6 +730,7 @@ impl Config {
             limits,
             defaults,
             mounts,
+            demo,
         })
     }
 
@@ -630,6 +770,7 @@ fn music_mount(mounts: &mut Vec<MountConfig>, dir: PathBuf, defaults: &MountSett
         genre: None,
         url: None,
         autodj: Some(AutoDjConfig::for_dir(dir)),
+        transcode_from: None,
         settings: defaults.clone(),
         push: Vec::new(),
     });

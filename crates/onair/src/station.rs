@@ -259,6 +259,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     start_files(&station).await?;
     crate::input::autodj::start_all(&station).map_err(StartError::AutoDj)?;
+    start_encoded(&station);
     crate::output::push::start_configured(&station);
     if let Some(sc) = shoutcast {
         station.supervisor.spawn_service(
@@ -327,6 +328,25 @@ async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+/// Starts the live-encoded inputs: transcoded mounts and (unless something replaced it)
+/// the demo programme.
+fn start_encoded(station: &Arc<Station>) {
+    let config = station.config();
+    for m in &config.mounts {
+        if m.transcode_from.is_some() {
+            station.supervisor.spawn_service(
+                "transcode",
+                crate::input::transcode::run(station.clone(), m.name.clone()),
+            );
+        }
+    }
+    if config.demo.enabled {
+        station
+            .supervisor
+            .spawn_service("demo", crate::input::demo::run(station.clone()));
+    }
 }
 
 fn check_compat(

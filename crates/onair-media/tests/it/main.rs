@@ -1,6 +1,6 @@
-//! Black-box tests of onair-media with real files made by ffmpeg, and real third-party peers
-//! (ffmpeg/ffprobe) where the output must be understood by other software. ffmpeg is a
-//! required peer: tests fail (never skip) without it.
+//! Black-box tests of onair-media, with real third-party peers (ffmpeg/ffprobe) where the
+//! output must be understood by other software, and real files made by ffmpeg. A missing
+//! peer fails the test (never skips).
 
 mod decode;
 mod encode;
@@ -8,3 +8,4 @@ mod fixture;
 mod g711;
 mod loudness;
 mod spectrum;
+mod synth;

@@ -21,7 +21,7 @@
 //!   [`Mount`]. A sink that cannot take a block now (a push connection is down) returns
 //!   [`Delivery::Paused`]: the playout pauses and, on [`Playout::resume`], delivers that
 //!   same block again, so nothing is skipped or repeated.
-//! - [`Mode::Passthrough`] copies MP3 frames from files already in the target format (tags,
+//! - Passthrough ([`Playout::start`]) copies MP3 frames from files already in the target format (tags,
 //!   Xing/Info/VBRI frames and partial frames removed by [`AudioFile::load`]); a file in
 //!   another format is skipped with a log line.
 //!
@@ -55,6 +55,10 @@ use onair_proto::{
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+mod encoding;
+
+pub use encoding::{measure_lufs, track_gain, PCM_BLOCK, REPLAYGAIN_REFERENCE_LUFS};
 
 use crate::{
     input::file::AudioFile,
@@ -100,27 +104,55 @@ pub struct Target {
     pub bitrate_kbps: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Copy frames of files already in the target format; skip the others.
-    Passthrough(Target),
+/// Loudness normalisation of the encoding playout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalize {
+    pub enabled: bool,
+    /// Integrated loudness tracks are brought to (EBU R128).
+    pub target_lufs: f64,
+    /// True-peak ceiling of the limiter.
+    pub ceiling_dbtp: f64,
 }
 
-impl Mode {
-    fn target(&self) -> &Target {
-        match self {
-            Mode::Passthrough(t) => t,
+impl Default for Normalize {
+    fn default() -> Self {
+        Normalize {
+            enabled: true,
+            target_lufs: onair_media::loudness::DEFAULT_TARGET_LUFS,
+            ceiling_dbtp: onair_media::loudness::DEFAULT_CEILING_DBTP,
         }
     }
 }
 
-#[derive(Debug, Clone)]
+/// Called with each track as it goes on air (history, now-playing displays).
+pub type OnAir = Arc<dyn Fn(&Track) + Send + Sync>;
+
+#[derive(Clone)]
 pub struct Settings {
     /// For logs: the mount or remote the playout feeds.
     pub name: String,
-    pub mode: Mode,
     /// How far ahead of real time units are released (clamped to [`MAX_LEAD`]).
     pub lead: Duration,
+    pub on_air: Option<OnAir>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("name", &self.name)
+            .field("lead", &self.lead)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    pub fn new(name: impl Into<String>) -> Settings {
+        Settings {
+            name: name.into(),
+            lead: DEFAULT_LEAD,
+            on_air: None,
+        }
+    }
 }
 
 /// Where tracks come from. Called on the producer thread.
@@ -216,10 +248,12 @@ pub struct Playout {
 }
 
 impl Playout {
-    /// Starts the producer thread and returns the handle and the pacing future, which the
-    /// caller spawns (it owns the sink). Both stop when `token` is cancelled.
+    /// Passthrough: starts the producer thread and returns the handle and the pacing
+    /// future, which the caller spawns (it owns the sink). Files not in `target`'s format
+    /// are skipped. Both stop when `token` is cancelled.
     pub fn start(
         settings: Settings,
+        target: Target,
         tracks: impl Tracks,
         sink: impl Sink,
         token: CancellationToken,
@@ -233,7 +267,7 @@ impl Playout {
             shared: shared.clone(),
             paused: paused.clone(),
         };
-        let task = run(settings, tracks, sink, token, shared, paused);
+        let task = run(settings, target, tracks, sink, token, shared, paused);
         (playout, task)
     }
 
@@ -291,6 +325,7 @@ fn now() -> std::time::Instant {
 
 async fn run(
     settings: Settings,
+    target: Target,
     tracks: impl Tracks,
     mut sink: impl Sink,
     token: CancellationToken,
@@ -303,7 +338,7 @@ async fn run(
         let (settings, shared, token) = (settings.clone(), shared.clone(), token.clone());
         std::thread::Builder::new()
             .name(format!("playout {}", settings.name))
-            .spawn(move || produce(settings, tracks, tx, shared, token))
+            .spawn(move || produce(settings, target, tracks, tx, shared, token))
             .map_err(PlayoutError::Thread)?
     };
     // The thread ends once the channel is closed (on any exit of the pacer below).
@@ -347,6 +382,10 @@ async fn run(
                         started_media: pacer.media_time(),
                     });
                     st.tracks_played += 1;
+                    drop(st);
+                    if let Some(f) = &settings.on_air {
+                        f(track);
+                    }
                     tracing::info!(name = %settings.name, title = %track.title, path = %track.path.display(), "now playing");
                 }
                 d
@@ -391,12 +430,12 @@ async fn run(
 /// The producer thread: loads each track, checks its format, and sends it in blocks.
 fn produce(
     settings: Settings,
+    target: Target,
     mut tracks: impl Tracks,
     tx: mpsc::Sender<Block>,
     shared: Arc<Shared>,
     token: CancellationToken,
 ) {
-    let target = *settings.mode.target();
     let mut seq = 0u64;
     let mut rejects_in_a_row = 0u32;
     while !token.is_cancelled() && !tx.is_closed() {
@@ -691,11 +730,7 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        Settings {
-            name: "test".into(),
-            mode: Mode::Passthrough(TARGET),
-            lead: DEFAULT_LEAD,
-        }
+        Settings::new("test")
     }
 
     #[derive(Debug, PartialEq)]
@@ -769,7 +804,7 @@ mod tests {
         };
         let token = CancellationToken::new();
         let origin = TokioInstant::now();
-        let (_playout, task) = Playout::start(settings(), list, sink, token);
+        let (_playout, task) = Playout::start(settings(), TARGET, list, sink, token);
         assert_eq!(task.await.unwrap(), PlayoutEnd::SinkClosed);
         let events = events.lock().unwrap();
         let mut audio = 0;
@@ -836,7 +871,8 @@ mod tests {
             bytes: bytes.clone(),
             ..Default::default()
         };
-        let (playout, task) = Playout::start(settings(), list, sink, CancellationToken::new());
+        let (playout, task) =
+            Playout::start(settings(), TARGET, list, sink, CancellationToken::new());
         assert_eq!(task.await.unwrap(), PlayoutEnd::Finished);
         let bytes = bytes.lock().unwrap();
         assert_eq!(
@@ -874,7 +910,8 @@ mod tests {
             refuse_at_block: Some(5),
             ..Default::default()
         };
-        let (playout, task) = Playout::start(settings(), list, sink, CancellationToken::new());
+        let (playout, task) =
+            Playout::start(settings(), TARGET, list, sink, CancellationToken::new());
         let task = tokio::spawn(task);
         while !playout.status().paused {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -936,7 +973,8 @@ mod tests {
             playout: handle.clone(),
             ..Default::default()
         };
-        let (playout, task) = Playout::start(settings(), list, sink, CancellationToken::new());
+        let (playout, task) =
+            Playout::start(settings(), TARGET, list, sink, CancellationToken::new());
         handle.set(playout).unwrap();
         assert_eq!(task.await.unwrap(), PlayoutEnd::Finished);
         let bytes = bytes.lock().unwrap();

@@ -62,6 +62,15 @@ pub async fn run(
             "audio/mpeg".to_string()
         }
     };
+    if let Some((format, rate, channels)) = onair_media::pcm::parse_pcm_content_type(&content_type)
+    {
+        let layout = crate::input::pcm::PcmLayout {
+            format,
+            rate,
+            channels,
+        };
+        return crate::input::pcm::run(stream, peer, head, body, station, layout).await;
+    }
     let format = Format::from_content_type(&content_type).unwrap_or_else(|| {
         tracing::warn!(%peer, mount = %mount_name, %content_type, "unknown content type: relaying bytes unframed");
         Format::Opaque
@@ -302,7 +311,7 @@ pub fn source_authorized(config: &Config, mount: &str, head: &RequestHead) -> bo
     }
 }
 
-async fn reply(stream: &mut Conn, code: u16, reason: &str, body: &str) {
+pub(crate) async fn reply(stream: &mut Conn, code: u16, reason: &str, body: &str) {
     let _ = stream
         .write_all(plain_response(code, reason, body).as_bytes())
         .await;

@@ -85,6 +85,8 @@ struct State {
     title: Option<String>,
     meta_block: Bytes,
     ogg: OggHeaders,
+    /// The current source gives way to any other source (the demo programme).
+    yields: bool,
 }
 
 #[derive(Debug, Default)]
@@ -271,6 +273,7 @@ impl Mount {
                 title: None,
                 meta_block: encode_block(&StreamMeta::default()),
                 ogg: OggHeaders::default(),
+                yields: false,
             }),
             tick: watch::Sender::new(0),
             live: AtomicBool::new(false),
@@ -367,8 +370,15 @@ impl Mount {
         takeover_after: Option<Duration>,
     ) -> Result<SourceClaim, AttachError> {
         let mut st = self.lock();
+        // A stand-in's title is its own: the source replacing it starts without one.
+        let stand_in = st.yields && st.live.is_some();
         let took_over = match &st.live {
             None => false,
+            Some(old) if st.yields => {
+                old.cancel.cancel();
+                publish(&mut st);
+                true
+            }
             Some(old) => match takeover_after {
                 Some(after) if old.last_data.elapsed() >= after => {
                     old.cancel.cancel();
@@ -379,9 +389,10 @@ impl Mount {
             },
         };
         st.generation += 1;
+        st.yields = false;
         st.stream_start = st.ring.end_offset();
         st.ogg = OggHeaders::default();
-        if !took_over {
+        if !took_over || stand_in {
             st.title = None;
             st.meta_block = encode_block(&StreamMeta::default());
         }
@@ -402,6 +413,16 @@ impl Mount {
             cancel,
             took_over,
         })
+    }
+
+    /// Makes `ticket`'s source give way to the next source that connects (a stand-in such
+    /// as the demo programme): that source takes over like a reconnecting one, and its
+    /// listeners stay.
+    pub fn set_yields(&self, ticket: SourceTicket) {
+        let mut st = self.lock();
+        if st.generation == ticket.0 && st.live.is_some() {
+            st.yields = true;
+        }
     }
 
     /// Publishes what is pending and detaches the source; listeners drain and then fall

@@ -27,8 +27,8 @@ use crate::{
         autodj::library::{is_audio_name, read_track, Library},
         file::AudioFile,
         playout::{
-            Delivery, Mode as PlayoutMode, MountSink, Playout, PlayoutEnd, PlayoutError,
-            Settings as PlayoutSettings, Sink, Target, Track, TrackList, DEFAULT_LEAD,
+            Delivery, MountSink, Playout, PlayoutEnd, PlayoutError, Settings as PlayoutSettings,
+            Sink, Target, Track, TrackList,
         },
     },
     mount::Mount,
@@ -194,11 +194,8 @@ pub async fn run(
     let state = push.state();
     let playing = token.child_token();
     let (playout, task) = Playout::start(
-        PlayoutSettings {
-            name: settings.target.to_string(),
-            mode: PlayoutMode::Passthrough(target),
-            lead: DEFAULT_LEAD,
-        },
+        PlayoutSettings::new(settings.target.to_string()),
+        target,
         tracks,
         Gate {
             inner: sink,

@@ -23,7 +23,10 @@ pub const STEP: Duration = Duration::from_secs(10);
 
 /// The test configuration: `toml_text` with the test credentials, listening on `bind`.
 pub fn config(toml_text: &str, bind: SocketAddr) -> Config {
-    let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+    let mut raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+    // The demo programme (on by default without mounts) would hold /stream: tests that
+    // want it say so.
+    raw.demo.enabled.get_or_insert(false);
     let ov = Overrides {
         bind: Some(bind),
         source_password: Some(PASS.into()),
@@ -68,7 +71,8 @@ pub async fn start_with_shoutcast(toml_text: &str) -> Running {
         if port == u16::MAX {
             continue;
         }
-        let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+        let mut raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
+        raw.demo.enabled.get_or_insert(false);
         let ov = Overrides {
             bind: Some(format!("127.0.0.1:{port}").parse().unwrap()),
             source_password: Some(PASS.into()),

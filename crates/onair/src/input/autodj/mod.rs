@@ -21,16 +21,19 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use onair_proto::{frame::StreamInfo, icecast::StreamInfoHeaders};
+use onair_proto::icecast::StreamInfoHeaders;
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use onair_media::encode::{Codec, EncoderSettings};
+
 use crate::{
     config::{AutoDjConfig, AutoDjOrder},
-    input::playout::{
-        self, Delivery, MountSink, Playout, PlayoutStatus, Sink, Target, Track, Tracks,
+    input::{
+        encoder::{self, EncoderOptions},
+        playout::{self, MountSink, Playout, PlayoutStatus, Target, Track, Tracks},
     },
     mount::Mount,
     station::Station,
@@ -241,35 +244,6 @@ impl Tracks for RotationTracks {
     }
 }
 
-/// The mount sink, recording what goes on air.
-struct AutoDjSink {
-    inner: MountSink,
-    dj: Arc<AutoDj>,
-}
-
-impl Sink for AutoDjSink {
-    fn track_start(&mut self, track: &Track, info: &StreamInfo) -> Delivery {
-        let d = self.inner.track_start(track, info);
-        if d == Delivery::Taken {
-            self.dj.on_air(track);
-        }
-        d
-    }
-
-    fn audio(
-        &mut self,
-        data: &[u8],
-        units: &[onair_proto::frame::Unit],
-        info: StreamInfo,
-    ) -> Delivery {
-        self.inner.audio(data, units, info)
-    }
-
-    fn idle(&mut self) {
-        self.inner.idle();
-    }
-}
-
 /// The output format of an AutoDJ mount.
 pub fn target(c: &AutoDjConfig) -> Target {
     Target {
@@ -305,47 +279,67 @@ pub fn start_all(station: &Arc<Station>) -> Result<(), AutoDjError> {
 
 fn start(station: &Arc<Station>, dj: Arc<AutoDj>, mount: Arc<Mount>) -> Result<(), String> {
     let c = &dj.config;
-    if !c.passthrough {
-        return Err(
-            "decoding and encoding need the encoder input; set passthrough = true for an MP3 library"
-                .into(),
-        );
-    }
-    let mode = playout::Mode::Passthrough(target(c));
-    let headers = StreamInfoHeaders {
-        bitrate: Some(c.bitrate.to_string()),
-        ..Default::default()
-    };
-    let sink = MountSink::attach(
-        mount,
-        "audio/mpeg",
-        format!("onair AutoDJ ({})", c.music_dir.display()),
-        headers,
-    )
-    .map_err(|e| e.to_string())?;
     let token = station.supervisor.token().clone();
-    let settings = playout::Settings {
-        name: dj.mount.clone(),
-        mode,
-        lead: playout::DEFAULT_LEAD,
-    };
+    let on_air_dj = dj.clone();
+    let mut settings = playout::Settings::new(dj.mount.clone());
+    settings.on_air = Some(Arc::new(move |t: &Track| on_air_dj.on_air(t)));
     let tracks = RotationTracks {
         dj: dj.clone(),
         token: token.clone(),
     };
-    let sink = AutoDjSink {
-        inner: sink,
-        dj: dj.clone(),
+    let agent = format!("onair AutoDJ ({})", c.music_dir.display());
+    let headers = StreamInfoHeaders {
+        bitrate: Some(c.bitrate.to_string()),
+        ..Default::default()
     };
-    let (handle, task) = Playout::start(settings, tracks, sink, token.clone());
-    let _ = dj.playout.set(handle);
-    station.autodj.insert(dj.clone());
     let name = dj.mount.clone();
-    station.supervisor.spawn_service("autodj", async move {
-        let end = task.await.map_err(|e| format!("{name}: {e}"))?;
-        tracing::info!(mount = %name, ?end, "autodj stopped");
-        Ok::<(), String>(())
-    });
+    if c.passthrough {
+        let sink =
+            MountSink::attach(mount, "audio/mpeg", agent, headers).map_err(|e| e.to_string())?;
+        let (handle, task) = Playout::start(settings, target(c), tracks, sink, token.clone());
+        let _ = dj.playout.set(handle);
+        station.supervisor.spawn_service("autodj", async move {
+            let end = task.await.map_err(|e| format!("{name}: {e}"))?;
+            tracing::info!(mount = %name, ?end, "autodj stopped");
+            Ok::<(), String>(())
+        });
+    } else {
+        let codec = if c.codec == "opus" {
+            Codec::Opus
+        } else {
+            Codec::Mp3
+        };
+        let mut opts = EncoderOptions::new(
+            EncoderSettings {
+                codec,
+                bitrate_kbps: c.bitrate,
+                vbr: false,
+                rate: c.sample_rate,
+                channels: u16::from(c.channels),
+            },
+            agent,
+        );
+        opts.headers = headers;
+        let (tx, encoder_task) =
+            encoder::start(mount, opts, token.clone()).map_err(|e| e.to_string())?;
+        let normalize = playout::Normalize {
+            enabled: c.normalize,
+            ..Default::default()
+        };
+        let (handle, task) =
+            Playout::start_encoding(settings, normalize, tracks, tx, token.clone());
+        let _ = dj.playout.set(handle);
+        station.supervisor.spawn_service("autodj", async move {
+            let end = task.await.map_err(|e| format!("{name}: {e}"))?;
+            let stop = encoder_task
+                .finished()
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            tracing::info!(mount = %name, ?end, encoder = stop.describe(), "autodj stopped");
+            Ok::<(), String>(())
+        });
+    }
+    station.autodj.insert(dj.clone());
     station
         .supervisor
         .spawn_service("autodj-library", run_library(dj, token));

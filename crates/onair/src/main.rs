@@ -84,6 +84,22 @@ struct PushArgs {
     /// ice-public: list the stream in directories
     #[arg(long)]
     public: bool,
+    /// Decode every file and encode it to this codec (mp3 or opus), loudness-normalised,
+    /// instead of sending MP3 files as they are
+    #[arg(long, value_name = "CODEC")]
+    encode: Option<String>,
+    /// Encoder bitrate in kbit/s (with --encode)
+    #[arg(long, default_value_t = 128)]
+    bitrate: u32,
+    /// Encoder sample rate (with --encode; default 44100 for MP3, 48000 for Opus)
+    #[arg(long)]
+    sample_rate: Option<u32>,
+    /// Encoder channels, 1 or 2 (with --encode)
+    #[arg(long, default_value_t = 2)]
+    channels: u8,
+    /// No loudness normalisation (with --encode)
+    #[arg(long)]
+    no_normalize: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -143,11 +159,34 @@ async fn push(a: PushArgs) -> anyhow::Result<()> {
         mode: push::Mode::Playout,
         once: a.once,
     };
+    let encode = match a.encode.as_deref() {
+        None => None,
+        Some(c) => {
+            let codec = match c.to_ascii_lowercase().as_str() {
+                "mp3" => onair_media::encode::Codec::Mp3,
+                "opus" => onair_media::encode::Codec::Opus,
+                _ => anyhow::bail!("--encode {c:?}: use mp3 or opus"),
+            };
+            let default_rate = if codec == onair_media::encode::Codec::Opus {
+                48_000
+            } else {
+                44_100
+            };
+            Some(playlist_push::Encode {
+                codec,
+                bitrate_kbps: a.bitrate,
+                sample_rate: a.sample_rate.unwrap_or(default_rate),
+                channels: a.channels,
+                normalize: !a.no_normalize,
+            })
+        }
+    };
     let list = playlist_push::Tracklist {
         inputs: a.files,
         playlist: a.playlist,
         shuffle: a.shuffle,
         looped: a.looped,
+        encode,
     };
     let token = tokio_util::sync::CancellationToken::new();
     let stop = token.clone();

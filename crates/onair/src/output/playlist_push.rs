@@ -1,11 +1,14 @@
 //! `onair push FILES`: files played by the playout engine (the AutoDJ's: same pacing, same
 //! format checks, titles at the first byte of each track) into an internal mount, and
-//! pushed from there to the remote by a [`Push`] in [`Mode::Playout`].
+//! pushed from there to the remote by a [`Push`] in [`Mode::Playout`]. MP3 files go out as
+//! they are (passthrough), or every file is decoded, normalised and encoded to one format
+//! ([`Encode`], the AutoDJ's encoding playout and encoder input).
 //!
-//! Invariants: the playout only delivers while the push is `Streaming` (a gate on its sink
-//! pauses it otherwise), and the push keeps its place in the mount while disconnected, so
-//! after a reconnect the remote gets the exact next frame: no audio skipped, none repeated
-//! (see [`crate::output::push`] for what a vanished remote can take with it).
+//! Invariants: the playout only produces while the push is `Streaming` (paused otherwise;
+//! in passthrough a gate on its sink also refuses the block in flight), and the push keeps
+//! its place in the mount while disconnected, so after a reconnect the remote gets the
+//! exact next frame: no audio skipped, none repeated (see [`crate::output::push`] for what
+//! a vanished remote can take with it).
 
 use std::{
     path::{Path, PathBuf},
@@ -13,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+use onair_media::encode::{Codec, EncoderSettings};
 use onair_proto::{
     frame::{Format, StreamInfo, Unit},
     playlist::parse_m3u,
@@ -25,10 +29,11 @@ use crate::{
     config::MountSettings,
     input::{
         autodj::library::{is_audio_name, read_track, Library},
+        encoder::{self, EncoderError, EncoderOptions},
         file::AudioFile,
         playout::{
-            Delivery, MountSink, Playout, PlayoutEnd, PlayoutError, Settings as PlayoutSettings,
-            Sink, Target, Track, TrackList,
+            Delivery, MountSink, Normalize, Playout, PlayoutEnd, PlayoutError,
+            Settings as PlayoutSettings, Sink, Target, Track, TrackList,
         },
     },
     mount::Mount,
@@ -61,6 +66,20 @@ pub enum PlaylistPushError {
     Push(#[from] PushError),
     #[error(transparent)]
     Playout(#[from] PlayoutError),
+    #[error("encoder: {0}")]
+    Encoder(#[from] EncoderError),
+}
+
+/// Encoding instead of passthrough: every file (MP3, FLAC, Ogg, AAC, WAV ...) is decoded,
+/// normalised and encoded to this format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encode {
+    pub codec: Codec,
+    pub bitrate_kbps: u32,
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// EBU R128 loudness normalisation (ReplayGain tags when present), as the AutoDJ.
+    pub normalize: bool,
 }
 
 /// What `onair push` was asked to play.
@@ -71,6 +90,8 @@ pub struct Tracklist {
     pub playlist: Option<PathBuf>,
     pub shuffle: bool,
     pub looped: bool,
+    /// `None`: MP3 passthrough.
+    pub encode: Option<Encode>,
 }
 
 /// Collects the tracks with their titles (tags, else the file name; an `#EXTINF` title
@@ -155,37 +176,26 @@ pub async fn run(
     settings: PushSettings,
     token: CancellationToken,
 ) -> Result<(), PlaylistPushError> {
+    let encode = list.encode;
     let (tracks, target) = tokio::task::spawn_blocking(move || {
         let tracks = collect_tracks(&list)?;
-        let target = stream_target(&tracks)?;
+        // Encoding takes any decodable file: no format to discover.
+        let target = match encode {
+            Some(_) => None,
+            None => Some(stream_target(&tracks)?),
+        };
         Ok::<_, PlaylistPushError>((tracks, target, list))
     })
     .await
     .map_err(|e| PlayoutError::Sink(format!("track scan failed: {e}")))?
     .map(|(tracks, target, list)| (TrackList::new(tracks, list.shuffle, list.looped), target))?;
-    tracing::info!(
-        codec = target.codec,
-        sample_rate = target.sample_rate,
-        channels = target.channels,
-        "onair push: stream format taken from the first playable track"
-    );
     let mount_settings = MountSettings {
         chunk: CHUNK,
         ..MountSettings::default()
     };
     let mount = Arc::new(Mount::new("/push".into(), None, &mount_settings));
-    let mut headers = settings.info.clone();
-    headers.bitrate = headers
-        .bitrate
-        .or((target.bitrate_kbps > 0).then(|| target.bitrate_kbps.to_string()));
-    let sink = MountSink::attach(
-        mount.clone(),
-        "audio/mpeg",
-        format!("onair push to {}", settings.target),
-        headers,
-    )?;
     let push = Push::new(
-        mount,
+        mount.clone(),
         PushSettings {
             mode: Mode::Playout,
             ..settings.clone()
@@ -193,17 +203,83 @@ pub async fn run(
     );
     let state = push.state();
     let playing = token.child_token();
-    let (playout, task) = Playout::start(
-        PlayoutSettings::new(settings.target.to_string()),
-        target,
-        tracks,
-        Gate {
-            inner: sink,
-            state: state.clone(),
-            holding: false,
-        },
-        playing.clone(),
-    );
+    let agent = format!("onair push to {}", settings.target);
+    let name = settings.target.to_string();
+    let mut headers = settings.info.clone();
+    let (playout, played) = match encode {
+        None => {
+            let target = target.ok_or(PlaylistPushError::NoPlayable(0))?;
+            tracing::info!(
+                codec = target.codec,
+                sample_rate = target.sample_rate,
+                channels = target.channels,
+                "onair push: MP3 passthrough; the stream format is the first playable track's"
+            );
+            headers.bitrate = headers
+                .bitrate
+                .or((target.bitrate_kbps > 0).then(|| target.bitrate_kbps.to_string()));
+            let sink = MountSink::attach(mount, "audio/mpeg", agent, headers)?;
+            let gate = Gate {
+                inner: sink,
+                state: state.clone(),
+                holding: false,
+            };
+            let (playout, task) = Playout::start(
+                PlayoutSettings::new(name),
+                target,
+                tracks,
+                gate,
+                playing.clone(),
+            );
+            let task = Box::pin(async move { Ok::<_, PlaylistPushError>(task.await?) });
+            (
+                playout,
+                task as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            )
+        }
+        Some(e) => {
+            tracing::info!(
+                codec = e.codec.name(),
+                bitrate_kbps = e.bitrate_kbps,
+                sample_rate = e.sample_rate,
+                channels = e.channels,
+                "onair push: encoding every track"
+            );
+            let mut opts = EncoderOptions::new(
+                EncoderSettings {
+                    codec: e.codec,
+                    bitrate_kbps: e.bitrate_kbps,
+                    vbr: false,
+                    rate: e.sample_rate,
+                    channels: u16::from(e.channels),
+                },
+                agent,
+            );
+            opts.headers = headers;
+            let (tx, encoder_task) = encoder::start(mount, opts, playing.clone())?;
+            let normalize = Normalize {
+                enabled: e.normalize,
+                ..Default::default()
+            };
+            let (playout, task) = Playout::start_encoding(
+                PlayoutSettings::new(name),
+                normalize,
+                tracks,
+                tx,
+                playing.clone(),
+            );
+            let task = Box::pin(async move {
+                let end = task.await?;
+                let stop = encoder_task.finished().await?;
+                tracing::debug!(encoder = stop.describe(), "onair push: encoder stopped");
+                Ok::<_, PlaylistPushError>(end)
+            });
+            (
+                playout,
+                task as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            )
+        }
+    };
     let pushing = async {
         let r = push.run(token.clone()).await;
         playing.cancel();
@@ -211,8 +287,8 @@ pub async fn run(
     };
     let (pushed, played, ()) = tokio::join!(
         pushing,
-        task,
-        release_when_streaming(playout, state, playing.clone())
+        played,
+        follow_push(playout, state, playing.clone())
     );
     pushed?;
     match played? {
@@ -267,16 +343,19 @@ impl Sink for Gate {
     }
 }
 
-/// Resumes the playout whenever the push streams and the gate had paused it.
-async fn release_when_streaming(
+/// Pauses the playout while the push is not streaming and resumes it when it is again.
+async fn follow_push(
     playout: Playout,
     mut state: watch::Receiver<PushState>,
     token: CancellationToken,
 ) {
     loop {
         let streaming = *state.borrow_and_update() == PushState::Streaming;
-        if streaming && playout.status().paused {
+        let paused = playout.status().paused;
+        if streaming && paused {
             playout.resume();
+        } else if !streaming && !paused {
+            playout.pause();
         }
         tokio::select! {
             r = state.changed() => if r.is_err() { return },

@@ -872,3 +872,130 @@ async fn ogg_relay_decodes_at_the_remote_before_and_after_a_reconnect() {
     local.shutdown(Duration::from_secs(2)).await;
     remote.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onair_push_encodes_files_of_any_format_into_one_stream() {
+    use crate::interop::{make_input, scratch};
+    use onair::output::playlist_push::{self, Encode, Tracklist};
+    let dir = scratch("push-encode");
+    make_input(&dir, "a.wav", &["-c:a", "pcm_s16le"], 3);
+    make_input(
+        &dir,
+        "b.ogg",
+        &["-c:a", "libvorbis", "-q:a", "3", "-ar", "48000"],
+        3,
+    );
+    let m3u = dir.join("list.m3u");
+    std::fs::write(
+        &m3u,
+        "#EXTINF:3,Tone - A\na.wav\n#EXTINF:3,Tone - B\nb.ogg\n",
+    )
+    .unwrap();
+    let remote = start("").await;
+    let r = remote.local_addr();
+    let settings = PushSettings {
+        target: PushTarget::parse(&format!("http://source:{PASS}@{r}/encoded")).unwrap(),
+        protocol: Protocol::Icecast,
+        info: StreamInfoHeaders::default(),
+        mode: Mode::Playout,
+        once: false,
+    };
+    let list = Tracklist {
+        playlist: Some(m3u),
+        encode: Some(Encode {
+            codec: onair_media::encode::Codec::Mp3,
+            bitrate_kbps: 128,
+            sample_rate: 44_100,
+            channels: 2,
+            normalize: true,
+        }),
+        ..Default::default()
+    };
+    let token = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(playlist_push::run(list, settings, token));
+    let mut l = listen_when_up(r, "/encoded").await;
+    assert_eq!(header(&l.head, "content-type"), Some("audio/mpeg"));
+    let (audio, titles) = read_until_title(&mut l, "Tone - B").await;
+    assert!(titles.iter().any(|(_, t)| t == "Tone - A"), "{titles:?}");
+    // One consistent stream: whole 44.1 kHz MP3 frames from the first byte, although the
+    // second file is Vorbis at 48 kHz.
+    let mut framer = Framer::new(Format::Mpeg);
+    let mut pos = 0;
+    let mut frames_seen = 0;
+    while let Some(u) = framer.next_unit(&audio[pos..]) {
+        assert_eq!(
+            u.kind,
+            onair_proto::frame::UnitKind::Audio,
+            "junk at byte {pos}"
+        );
+        assert_eq!(u.sample_rate, 44_100);
+        pos += u.len;
+        frames_seen += 1;
+    }
+    assert!(frames_seen > 100, "{frames_seen} frames");
+    timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    remote.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onair_push_encoding_resumes_exactly_after_a_break() {
+    use crate::interop::{make_input, scratch};
+    use onair::output::playlist_push::{self, Encode, Tracklist};
+    logs();
+    let dir = scratch("push-encode-break");
+    make_input(&dir, "a.wav", &["-c:a", "pcm_s16le"], 2);
+    make_input(&dir, "b.wav", &["-c:a", "pcm_s16le"], 2);
+    let run_to = |remote: SocketAddr| {
+        let settings = PushSettings {
+            target: PushTarget::parse(&format!("http://source:remotepw@{remote}/relayed")).unwrap(),
+            protocol: Protocol::Icecast,
+            info: StreamInfoHeaders::default(),
+            mode: Mode::Playout,
+            once: false,
+        };
+        let list = Tracklist {
+            inputs: vec![dir.join("a.wav"), dir.join("b.wav")],
+            encode: Some(Encode {
+                codec: onair_media::encode::Codec::Mp3,
+                bitrate_kbps: 128,
+                sample_rate: 44_100,
+                channels: 2,
+                normalize: true,
+            }),
+            ..Default::default()
+        };
+        let token = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(playlist_push::run(list, settings, token))
+    };
+    // The same list twice at once: once without a break, once cut in the middle.
+    let mut whole = FakeRemote::start().await;
+    let mut broken = FakeRemote::start().await;
+    let run_whole = run_to(whole.addr);
+    let run_broken = run_to(broken.addr);
+    let mut reference = whole.next_source().await;
+    let mut first = broken.next_source().await;
+    first.read_body(20_000).await;
+    first.hang_up_and_drain().await;
+    let mut second = broken.next_source().await;
+    let (_, _) = tokio::join!(reference.read_to_end(), second.read_to_end());
+    timeout(STEP, run_whole).await.unwrap().unwrap().unwrap();
+    timeout(STEP, run_broken).await.unwrap().unwrap().unwrap();
+    assert!(reference.body.len() > 50_000, "{}", reference.body.len());
+    assert!(!second.body.is_empty(), "the break came after the end");
+    let mut joined = first.body.clone();
+    joined.extend_from_slice(&second.body);
+    assert_eq!(
+        joined.len(),
+        reference.body.len(),
+        "bytes lost or repeated across the break (first connection carried {})",
+        first.body.len()
+    );
+    assert!(
+        joined == reference.body,
+        "the stream differs after the break"
+    );
+}

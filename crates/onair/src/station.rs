@@ -310,11 +310,12 @@ async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
                 continue;
             }
             let player = Arc::new(Mount::for_fallback_file(&mount));
+            let claim = crate::input::file::claim(&file, &player).map_err(StartError::Format)?;
             let _ = mount.file_fallback.set(player.clone());
             let token = station.supervisor.token().clone();
             station.supervisor.spawn_service(
                 "fallback-file",
-                crate::input::file::run_loop(file, player, token),
+                crate::input::file::run_loop(file, player, claim, token),
             );
         }
     }

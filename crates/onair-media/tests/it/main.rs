@@ -1,6 +1,6 @@
-//! Black-box tests of onair-media, with real third-party peers (ffmpeg/ffprobe) where the
-//! output must be understood by other software, and real files made by ffmpeg. A missing
-//! peer fails the test (never skips).
+//! Black-box tests of onair-media with real third-party peers: files made by ffmpeg, output
+//! decoded or measured by ffmpeg/ffprobe where a reference exists. A missing peer fails the
+//! test (never skips).
 
 mod decode;
 mod encode;

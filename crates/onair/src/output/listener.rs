@@ -508,3 +508,14 @@ fn response_head(mount: &Mount, sub: &StreamFacts, metaint: Option<usize>) -> St
     out.push_str("\r\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    /// Tens of thousands of these live at once: growing it is a memory regression
+    /// (docs/BENCHMARKS.md measures RSS per listener against icecast2).
+    #[test]
+    fn a_streaming_listener_stays_small() {
+        let size = std::mem::size_of::<super::Streamer>();
+        assert!(size <= 320, "Streamer grew to {size} bytes");
+    }
+}

@@ -227,7 +227,7 @@ fn walk(dir: &Path, progress: &ScanProgress) -> Vec<(PathBuf, u64, Option<System
                 continue;
             }
             let n = progress.files_seen.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % PROGRESS_EVERY == 0 {
+            if n.is_multiple_of(PROGRESS_EVERY) {
                 tracing::info!(dir = %dir.display(), files = n, "library scan in progress");
             }
             out.push((path, meta.len(), meta.modified().ok()));

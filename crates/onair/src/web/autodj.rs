@@ -69,6 +69,7 @@ pub fn autodj_json(dj: &AutoDj) -> Value {
         "scan": {
             "scanning": p.scanning.load(order),
             "files_seen": p.files_seen.load(order),
+            "files_done": p.files_done.load(order),
             "skipped": p.skipped.load(order),
             "scans_done": p.scans_done.load(order),
         },

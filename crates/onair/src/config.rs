@@ -995,4 +995,62 @@ mod tests {
         assert!(err.contains("/a -> /b -> /c -> /a"), "{err}");
         assert!(load("[[mount]]\nname = \"/a\"\nfallback = \"/a\"\n").is_err());
     }
+
+    #[test]
+    fn music_flag_puts_an_autodj_on_stream_and_turns_the_demo_off() {
+        let ov = Overrides {
+            music: Some("/srv/music".into()),
+            ..Default::default()
+        };
+        let c = Config::from_raw(RawConfig::default(), &ov).unwrap();
+        let dj = c
+            .mount(MUSIC_MOUNT)
+            .and_then(|m| m.autodj.as_ref())
+            .unwrap();
+        assert_eq!(dj.music_dir, PathBuf::from("/srv/music"));
+        assert_eq!(
+            (dj.codec.as_str(), dj.bitrate, dj.passthrough),
+            ("mp3", 128, false)
+        );
+        assert!(!c.demo.enabled);
+        // Over a file's /stream: its settings stay, the folder is the flag's.
+        let raw: RawConfig = toml::from_str(
+            "[demo]\nenabled = true\n[[mount]]\nname = \"/stream\"\nmetaint = 4000\n[mount.autodj]\nmusic_dir = \"/a\"\norder = \"sequential\"\n",
+        )
+        .unwrap();
+        let c = Config::from_raw(raw, &ov).unwrap();
+        let m = c.mount(MUSIC_MOUNT).unwrap();
+        let dj = m.autodj.as_ref().unwrap();
+        assert_eq!(m.settings.metaint, 4000);
+        assert_eq!(
+            (dj.music_dir.to_str(), dj.order),
+            (Some("/srv/music"), AutoDjOrder::Sequential)
+        );
+        assert!(!c.demo.enabled, "an AutoDJ on the demo's mount wins");
+    }
+
+    #[test]
+    fn autodj_settings_are_checked() {
+        let load = |t: &str| Config::from_raw(toml::from_str(t).unwrap(), &Overrides::default());
+        let m = "[[mount]]\nname = \"/dj\"\n[mount.autodj]\n";
+        assert!(load(&format!("{m}music_dir = \"/m\"\n")).is_ok());
+        for bad in [
+            "order = \"random\"",
+            "codec = \"flac\"",
+            "codec = \"opus\"\npassthrough = true",
+            "channels = 6",
+            "bitrate = 1000",
+            "sample_rate = 12345",
+            "crossfade = 2.0",
+        ] {
+            assert!(
+                load(&format!("{m}music_dir = \"/m\"\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(load(m).is_err(), "music_dir is required");
+        assert!(
+            toml::from_str::<RawConfig>(&format!("{m}music_dir = \"/m\"\nshufle = 1\n")).is_err()
+        );
+    }
 }

@@ -33,15 +33,15 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// The mount's AutoDJ, or the response refusing the request.
-fn find(station: &Station, headers: &HeaderMap, mount: &str) -> Result<Arc<AutoDj>, Response> {
+fn find(station: &Station, headers: &HeaderMap, mount: &str) -> Result<Arc<AutoDj>, Box<Response>> {
     if let Some(r) = admin::refuse_unless_admin(station, headers) {
-        return Err(r);
+        return Err(Box::new(r));
     }
     let name = format!("/{}", mount.trim_start_matches('/'));
     station
         .autodj
         .get(&name)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no AutoDJ on this mount"))
+        .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, "no AutoDJ on this mount")))
 }
 
 /// The AutoDJ part of a mount's status (also in `/api/status`).
@@ -69,6 +69,7 @@ pub fn autodj_json(dj: &AutoDj) -> Value {
         "scan": {
             "scanning": p.scanning.load(order),
             "files_seen": p.files_seen.load(order),
+            "files_done": p.files_done.load(order),
             "skipped": p.skipped.load(order),
             "scans_done": p.scans_done.load(order),
         },
@@ -87,7 +88,7 @@ async fn state(
 ) -> Response {
     match find(&station, &headers, &mount) {
         Ok(dj) => Json(autodj_json(&dj)).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -98,7 +99,7 @@ async fn next(
 ) -> Response {
     match find(&station, &headers, &mount) {
         Ok(dj) => Json(json!({ "ok": dj.skip() })).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -118,7 +119,7 @@ async fn queue(
 ) -> Response {
     let dj = match find(&station, &headers, &mount) {
         Ok(dj) => dj,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let track = match (body.id, &body.path) {
         (Some(id), None) => dj.library.get(id),
@@ -141,7 +142,7 @@ async fn history(
 ) -> Response {
     match find(&station, &headers, &mount) {
         Ok(dj) => Json(json!({ "mount": dj.mount, "history": dj.history() })).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -152,7 +153,7 @@ async fn upcoming(
 ) -> Response {
     match find(&station, &headers, &mount) {
         Ok(dj) => Json(json!({ "mount": dj.mount, "upcoming": dj.upcoming() })).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -166,6 +167,6 @@ async fn rescan(
             dj.rescan();
             Json(json!({ "ok": true })).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }

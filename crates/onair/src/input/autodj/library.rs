@@ -50,8 +50,10 @@ pub struct LibraryTrack {
 #[derive(Debug, Default)]
 pub struct ScanProgress {
     pub scanning: AtomicBool,
-    /// Files looked at in the current (or last) scan.
+    /// Audio files found by the current (or last) scan's directory walk.
     pub files_seen: AtomicU64,
+    /// Of those, files whose tags have been read (or taken from the previous scan).
+    pub files_done: AtomicU64,
     /// Audio files left out in the last scan (unreadable tags, corrupt).
     pub skipped: AtomicU64,
     pub scans_done: AtomicU64,
@@ -119,11 +121,16 @@ impl Library {
         let p = &self.progress;
         p.scanning.store(true, Ordering::Release);
         p.files_seen.store(0, Ordering::Relaxed);
+        p.files_done.store(0, Ordering::Relaxed);
         let started = Instant::now();
         let files = walk(&self.dir, p);
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let mut next: HashMap<PathBuf, Known> = HashMap::with_capacity(files.len());
         for (path, size, modified) in files {
+            let done = p.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+            if done.is_multiple_of(PROGRESS_EVERY) {
+                tracing::info!(dir = %self.dir.display(), done, of = p.files_seen.load(Ordering::Relaxed), "library scan: reading tags");
+            }
             let k = match known.remove(&path) {
                 Some(k) if k.size == size && k.modified == modified => k,
                 _ => Known {
@@ -227,7 +234,7 @@ fn walk(dir: &Path, progress: &ScanProgress) -> Vec<(PathBuf, u64, Option<System
                 continue;
             }
             let n = progress.files_seen.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % PROGRESS_EVERY == 0 {
+            if n.is_multiple_of(PROGRESS_EVERY) {
                 tracing::info!(dir = %dir.display(), files = n, "library scan in progress");
             }
             out.push((path, meta.len(), meta.modified().ok()));

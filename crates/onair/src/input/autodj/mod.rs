@@ -227,7 +227,7 @@ impl Tracks for RotationTracks {
             if self.token.is_cancelled() {
                 return None;
             }
-            let next = self.dj.rotation().next();
+            let next = self.dj.rotation().pick();
             if let Some(t) = next.and_then(|id| self.dj.library.get(id)) {
                 let track = Track {
                     id: t.id,

@@ -147,8 +147,8 @@ impl Rotation {
         self.requests.iter().copied()
     }
 
-    /// The next track to play.
-    pub fn next(&mut self) -> Option<u64> {
+    /// The next track to play (requests first).
+    pub fn pick(&mut self) -> Option<u64> {
         if let Some(id) = self.requests.pop_front() {
             return Some(id);
         }
@@ -325,7 +325,7 @@ mod tests {
             let mut r = Rotation::new(Order::Shuffle, Rng::seeded(seed));
             r.sync(&l);
             for _cycle in 0..3 {
-                let plays: HashSet<u64> = (0..n).map(|_| r.next().unwrap()).collect();
+                let plays: HashSet<u64> = (0..n).map(|_| r.pick().unwrap()).collect();
                 prop_assert_eq!(plays.len(), n);
             }
         }
@@ -342,7 +342,7 @@ mod tests {
             let l = lib(&names);
             let mut r = Rotation::new(Order::Shuffle, Rng::seeded(seed));
             r.sync(&l);
-            let plays: Vec<String> = (0..names.len() * 4).map(|_| artist_of(&l, r.next().unwrap())).collect();
+            let plays: Vec<String> = (0..names.len() * 4).map(|_| artist_of(&l, r.pick().unwrap())).collect();
             for w in plays.windows(2) {
                 prop_assert_ne!(&w[0], &w[1], "{:?}", plays);
             }
@@ -355,11 +355,11 @@ mod tests {
             for order in [Order::Shuffle, Order::Sequential] {
                 let mut r = Rotation::new(order, Rng::seeded(seed));
                 r.sync(&l);
-                r.next();
+                r.pick();
                 r.request(l[n / 2].id);
                 let planned = r.upcoming(10);
                 prop_assert_eq!(planned.len(), 10);
-                let played: Vec<u64> = (0..10).map(|_| r.next().unwrap()).collect();
+                let played: Vec<u64> = (0..10).map(|_| r.pick().unwrap()).collect();
                 prop_assert_eq!(planned, played);
             }
         }
@@ -370,7 +370,7 @@ mod tests {
         let l = lib(&["x", "x", "x"]);
         let mut r = Rotation::new(Order::Shuffle, Rng::seeded(1));
         r.sync(&l);
-        let plays: HashSet<u64> = (0..3).map(|_| r.next().unwrap()).collect();
+        let plays: HashSet<u64> = (0..3).map(|_| r.pick().unwrap()).collect();
         assert_eq!(plays.len(), 3);
     }
 
@@ -393,7 +393,7 @@ mod tests {
         let mut l = lib(&["a", "b", "c", "d", "e", "f"]);
         let mut r = Rotation::new(Order::Shuffle, Rng::seeded(7));
         r.sync(&l);
-        let first = r.next().unwrap();
+        let first = r.pick().unwrap();
         let _ = r.upcoming(10); // plans two cycles
         l.push(Entry {
             id: 100,
@@ -404,11 +404,11 @@ mod tests {
         l.retain(|e| e.id != removed);
         r.sync(&l);
         // The rest of the first cycle: the 4 remaining originals plus the new track.
-        let rest: HashSet<u64> = (0..5).map(|_| r.next().unwrap()).collect();
+        let rest: HashSet<u64> = (0..5).map(|_| r.pick().unwrap()).collect();
         assert!(rest.contains(&100), "{rest:?}");
         assert!(!rest.contains(&first) && !rest.contains(&removed));
         for _ in 0..30 {
-            assert_ne!(r.next(), Some(removed));
+            assert_ne!(r.pick(), Some(removed));
         }
     }
 
@@ -417,7 +417,7 @@ mod tests {
         let mut l = lib(&["a", "b", "c"]);
         let mut r = Rotation::new(Order::Sequential, Rng::seeded(0));
         r.sync(&l);
-        assert_eq!([r.next(), r.next()], [Some(1), Some(2)]);
+        assert_eq!([r.pick(), r.pick()], [Some(1), Some(2)]);
         // A file sorting between the current and the next plays next.
         l.push(Entry {
             id: 9,
@@ -425,10 +425,10 @@ mod tests {
             key: "/m/001b.mp3".into(),
         });
         r.sync(&l);
-        assert_eq!([r.next(), r.next(), r.next()], [Some(9), Some(3), Some(1)]);
+        assert_eq!([r.pick(), r.pick(), r.pick()], [Some(9), Some(3), Some(1)]);
         assert!(r.request(3));
         assert!(!r.request(42));
-        assert_eq!(r.next(), Some(3));
-        assert_eq!(r.next(), Some(2), "a request does not move the rotation");
+        assert_eq!(r.pick(), Some(3));
+        assert_eq!(r.pick(), Some(2), "a request does not move the rotation");
     }
 }

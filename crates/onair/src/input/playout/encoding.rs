@@ -42,6 +42,10 @@ pub const REPLAYGAIN_REFERENCE_LUFS: f64 = -18.0;
 /// Gain bounds: a near-silent track is not boosted into noise.
 const MAX_BOOST_DB: f64 = 12.0;
 const MAX_CUT_DB: f64 = -30.0;
+/// The next track is picked (and measured) when the current one has this much left (or at
+/// its start when its length is unknown): late enough that a request made during a track
+/// still plays right after it, early enough to measure a long next track.
+const LOOKAHEAD: Duration = Duration::from_secs(30);
 /// How often a paused producer looks at its pause flag.
 const PAUSE_POLL: Duration = Duration::from_millis(20);
 
@@ -163,7 +167,9 @@ fn produce(
         announce(&settings, &shared, &ready, seq, media);
         let mut limiter: Option<(Limiter, u32, u16)> = None;
         let mut out = Vec::new();
-        let mut first_block = true;
+        let length = decoder.info().duration;
+        let track_start = media;
+        let mut looked_ahead = false;
         loop {
             while *paused.borrow() {
                 if token.is_cancelled() {
@@ -208,8 +214,9 @@ fn produce(
             if !send(&tx, block.rate, block.channels, &out, &mut media, &shared) {
                 return PlayoutEnd::SinkClosed;
             }
-            if first_block {
-                first_block = false;
+            let left = length.map(|l| l.saturating_sub(media - track_start));
+            if !looked_ahead && left.is_none_or(|l| l <= LOOKAHEAD) {
+                looked_ahead = true;
                 // Measure the next track while this one plays.
                 if let Some(t) = tracks.next_track() {
                     let n = normalize;

@@ -105,6 +105,8 @@ pub struct Station {
     pub tls_addr: Option<SocketAddr>,
     /// The AutoDJs, by mount.
     pub autodj: crate::input::autodj::AutoDjs,
+    /// The `[[mount.push]]` relays, by mount.
+    pub pushes: crate::output::push::Pushes,
 }
 
 impl Station {
@@ -255,6 +257,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tls,
         tls_addr,
         autodj: Default::default(),
+        pushes: Default::default(),
         config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;

@@ -18,8 +18,12 @@
 //! is kept small ([`SEND_BUFFER`]) to bound it.
 
 use std::{
+    collections::HashMap,
     io,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
     time::{Duration, Instant},
 };
 
@@ -140,9 +144,87 @@ pub fn start_configured(station: &Arc<Station>) {
         };
         for p in &m.push {
             let push = Push::new(mount.clone(), PushSettings::relay(p));
+            station.pushes.add(&m.name, push.report());
             let token = station.supervisor.token().clone();
             station.supervisor.spawn_service("push", push.run(token));
         }
+    }
+}
+
+/// Running totals of one push, for status pages.
+#[derive(Debug, Default)]
+pub struct PushCounters {
+    pub connections: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl PushCounters {
+    fn set_error(&self, e: &PushError) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// What status pages show of a push (the password never: `to` is redacted).
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    pub to: String,
+    pub protocol: Protocol,
+    pub state: watch::Receiver<PushState>,
+    pub counters: Arc<PushCounters>,
+}
+
+impl PushReport {
+    pub fn json(&self) -> serde_json::Value {
+        let c = &self.counters;
+        serde_json::json!({
+            "to": self.to,
+            "protocol": match self.protocol {
+                Protocol::Icecast => "icecast",
+                Protocol::Shoutcast => "shoutcast",
+            },
+            "state": match *self.state.borrow() {
+                PushState::WaitingForSource => "waiting_for_source",
+                PushState::Connecting => "connecting",
+                PushState::Streaming => "streaming",
+                PushState::Backoff => "backoff",
+                PushState::Finished => "finished",
+            },
+            "connections": c.connections.load(Ordering::Relaxed),
+            "bytes_sent": c.bytes_sent.load(Ordering::Relaxed),
+            "last_error": c.last_error(),
+        })
+    }
+}
+
+/// The station's configured pushes, by mount name.
+#[derive(Debug, Default)]
+pub struct Pushes(RwLock<HashMap<String, Vec<PushReport>>>);
+
+impl Pushes {
+    pub fn add(&self, mount: &str, report: PushReport) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(mount.to_string())
+            .or_default()
+            .push(report);
+    }
+
+    pub fn of(&self, mount: &str) -> Vec<PushReport> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(mount)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -152,6 +234,7 @@ pub struct Push {
     mount: Arc<Mount>,
     settings: PushSettings,
     state: watch::Sender<PushState>,
+    counters: Arc<PushCounters>,
 }
 
 /// The title the remote should show, and on which connection it was last due (0: none).
@@ -193,12 +276,23 @@ impl Push {
             mount,
             settings,
             state: watch::Sender::new(PushState::WaitingForSource),
+            counters: Arc::default(),
         }
     }
 
     /// Follows the push's state (a paused producer resumes on `Streaming`).
     pub fn state(&self) -> watch::Receiver<PushState> {
         self.state.subscribe()
+    }
+
+    /// A live view of the push for status pages.
+    pub fn report(&self) -> PushReport {
+        PushReport {
+            to: self.settings.target.redacted(),
+            protocol: self.settings.protocol,
+            state: self.state(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// Runs until `token` is cancelled, the mount's source ends ([`Mode::Playout`]), or —
@@ -268,6 +362,7 @@ impl Push {
                         continue;
                     };
                     backoff.connected(Instant::now());
+                    self.counters.connections.fetch_add(1, Ordering::Relaxed);
                     connection += 1;
                     titles.send_modify(|n| n.connection = connection);
                     self.set_state(PushState::Streaming);
@@ -315,6 +410,7 @@ impl Push {
                     e
                 }
             };
+            self.counters.set_error(&failure);
             if self.settings.once {
                 return Err(failure);
             }
@@ -512,7 +608,7 @@ impl Push {
             }
             for header in std::mem::take(&mut cur.start.prefix) {
                 match write_watching(conn, &header, token).await {
-                    Ok(()) => *sent += header.len() as u64,
+                    Ok(()) => self.count_sent(sent, header.len()),
                     Err(Written::Shutdown) => return End::Shutdown,
                     Err(Written::Failed(_, e)) => return End::Broken(e),
                 }
@@ -531,19 +627,28 @@ impl Push {
                 let audio = chunk.audio.get(cur.skip..).unwrap_or_default();
                 match write_watching(conn, audio, token).await {
                     Ok(()) => {
-                        *sent += audio.len() as u64;
+                        self.count_sent(sent, audio.len());
                         cur.start.seq += 1;
                         cur.skip = 0;
                     }
                     Err(Written::Shutdown) => return End::Shutdown,
                     Err(Written::Failed(accepted, e)) => {
-                        *sent += accepted as u64;
+                        self.count_sent(sent, accepted);
                         cur.skip = frame_start(format, &chunk.audio, cur.skip + accepted);
                         return End::Broken(e);
                     }
                 }
             }
         }
+    }
+}
+
+impl Push {
+    fn count_sent(&self, sent: &mut u64, n: usize) {
+        *sent += n as u64;
+        self.counters
+            .bytes_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 

@@ -213,6 +213,11 @@ pub async fn api_status(
             if let (Some(dj), Value::Object(o)) = (station.autodj.get(&m.name), &mut v) {
                 o.insert("autodj".into(), super::autodj::autodj_json(&dj));
             }
+            let pushes = station.pushes.of(&m.name);
+            if let (false, Value::Object(o)) = (pushes.is_empty(), &mut v) {
+                let list = pushes.iter().map(|p| p.json()).collect::<Vec<_>>();
+                o.insert("push".into(), list.into());
+            }
             v
         })
         .collect();

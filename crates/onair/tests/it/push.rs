@@ -127,6 +127,22 @@ async fn relay_to_another_onair_station_with_titles() {
     let (audio, _) = read_until_title(&mut l, "Second Song").await;
     let idx = consecutive_frames(&audio);
     assert!(idx.len() > 20, "{}", idx.len());
+    // The operator sees the relay in /api/status, without its password.
+    let (_, status) = http_get(a, "/api/status", None).await;
+    assert!(!status.contains(PASS), "password leaked: {status}");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let live = v["mounts"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == "/live"))
+        .expect("/live in the status");
+    let push = &live["push"][0];
+    assert_eq!(push["to"], format!("http://source:***@{r}/relay"));
+    assert_eq!(push["state"], "streaming");
+    assert_eq!(push["connections"], 1);
+    assert!(
+        push["bytes_sent"].as_u64() >= Some(audio.len() as u64 / 2),
+        "{push}"
+    );
     feeder.abort();
     local.shutdown(Duration::from_secs(2)).await;
     remote.shutdown(Duration::from_secs(2)).await;

@@ -4,8 +4,9 @@
 //! Place in the data flow: inputs use [`icecast`] to parse source requests and
 //! [`frame`] to cut their bytes into frames/pages for a mount; outputs use [`icy`] to
 //! interleave metadata for listeners and [`playlist`] to describe mounts; inputs that
-//! play files (fallback files, AutoDJ) release frames on [`pace`]'s real-time deadlines;
-//! the push output speaks the client side of the source protocols with [`push`].
+//! play files (fallback files, AutoDJ) release frames on [`pace`]'s real-time deadlines; the
+//! WHEP bridge puts received RTP through [`rtp`]'s jitter buffer before decoding; the push
+//! output speaks the client side of the source protocols with [`push`].
 
 pub mod frame;
 pub mod icecast;
@@ -13,3 +14,5 @@ pub mod icy;
 pub mod pace;
 pub mod playlist;
 pub mod push;
+pub mod rtp;
+pub mod stun;

@@ -43,6 +43,9 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub mount: Vec<RawMount>,
+    /// WHEP → WebSocket bridges started with the server (docs/BRIDGE.md).
+    #[serde(default)]
+    pub bridge: Vec<crate::bridge::BridgeSpec>,
     #[serde(default)]
     pub demo: RawDemo,
 }
@@ -189,6 +192,7 @@ pub struct Config {
     pub shoutcast: ShoutcastConfig,
     pub tls: Option<TlsConfig>,
     pub mounts: Vec<MountConfig>,
+    pub bridges: Vec<crate::bridge::BridgeSpec>,
     pub demo: DemoConfig,
 }
 
@@ -707,7 +711,12 @@ impl Config {
         }
         validate_mount_name(&demo.mount)
             .map_err(|e| ConfigError::Invalid(format!("[demo] mount: {e}")))?;
+        for b in &raw.bridge {
+            b.to_config()
+                .map_err(|e| ConfigError::Invalid(format!("bridge {}: {e}", b.trace_id)))?;
+        }
         Ok(Config {
+            bridges: raw.bridge,
             bind,
             shoutcast,
             tls,

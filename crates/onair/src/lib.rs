@@ -4,8 +4,11 @@
 //! [`mount::Mount`]; outputs ([`output`]: HTTP listeners, pushes to remote servers) consume
 //! it. They meet only at the
 //! mount. [`front`] accepts connections and routes them; [`web`] serves status, admin and
-//! playlists; [`supervisor`] owns every task; [`station`] ties it together.
+//! playlists; [`supervisor`] owns every task; [`station`] ties it together. A [`bridge`]
+//! is the one path that skips the mount: a WHEP pull (`input::whep`) decoded to PCM and sent
+//! to a WebSocket consumer (`output::ws_pcm`).
 
+pub mod bridge;
 pub mod config;
 pub mod conn;
 pub mod control;

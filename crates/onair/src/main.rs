@@ -41,6 +41,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         music: Option<PathBuf>,
     },
+    /// Pull a WebRTC stream over WHEP and send it as PCM chunks over a WebSocket
+    /// (see docs/BRIDGE.md).
+    WhepPull(WhepPullArgs),
     /// Stream files to a remote Icecast, onair or SHOUTcast server in real time, like the
     /// AutoDJ (see docs/PUSH.md).
     Push(PushArgs),
@@ -102,6 +105,50 @@ struct PushArgs {
     no_normalize: bool,
 }
 
+#[derive(clap::Args)]
+struct WhepPullArgs {
+    /// WHEP endpoint (http://host:port/path).
+    #[arg(long, value_name = "URL")]
+    whep: String,
+    /// WebSocket consumer (ws://host:port/path).
+    #[arg(long, value_name = "URL")]
+    ws: String,
+    /// `traceId` of every message.
+    #[arg(long)]
+    trace_id: String,
+    /// `stmId` of every message.
+    #[arg(long)]
+    stm_id: String,
+    /// Bearer token for the WHEP endpoint.
+    #[arg(long, env = "ONAIR_WHEP_BEARER")]
+    bearer: Option<String>,
+    /// Output sample rate: 8000, 16000, 24000 or 48000.
+    #[arg(long, default_value_t = 16000)]
+    rate: u32,
+    /// Output channels (1 or 2).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=2))]
+    channels: u16,
+    /// Audio per WebSocket message, in milliseconds.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(10..=10000))]
+    chunk_ms: u32,
+    /// `pcm` (raw s16le) or `wav` (each message a complete WAV file).
+    #[arg(long, default_value = "pcm")]
+    payload: String,
+    /// Extra header for the WebSocket handshake, `Name:value` (repeatable).
+    #[arg(long = "ws-header", value_name = "K:V")]
+    ws_headers: Vec<String>,
+    /// STUN server for a server-reflexive candidate, `stun:host:port` (repeatable). None by
+    /// default: only host candidates, no public server is contacted.
+    #[arg(long = "ice-server", value_name = "URL")]
+    ice_servers: Vec<String>,
+    /// Optional extra JSON fields: any of `seq,sampleRate,channels`.
+    #[arg(long, default_value = "")]
+    message_fields: String,
+    /// Audio kept while the WebSocket is down, in seconds (oldest dropped first).
+    #[arg(long, default_value_t = 30)]
+    buffer_secs: u64,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -134,6 +181,10 @@ fn main() -> anyhow::Result<()> {
             };
             let loaded = Config::load(config.as_deref(), &overrides)?;
             runtime.block_on(serve(loaded, config, overrides))
+        }
+        Command::WhepPull(args) => {
+            let config = whep_pull_config(args)?;
+            runtime.block_on(whep_pull(config))
         }
         Command::Push(args) => runtime.block_on(push(args)),
     }
@@ -197,6 +248,44 @@ async fn push(a: PushArgs) -> anyhow::Result<()> {
     });
     playlist_push::run(list, settings, token).await?;
     Ok(())
+}
+
+fn whep_pull_config(a: WhepPullArgs) -> anyhow::Result<onair::bridge::BridgeConfig> {
+    let spec = onair::bridge::BridgeSpec {
+        whep: a.whep,
+        ws: a.ws,
+        trace_id: a.trace_id,
+        stm_id: a.stm_id,
+        bearer: a.bearer,
+        rate: Some(a.rate),
+        channels: Some(a.channels),
+        chunk_ms: Some(a.chunk_ms),
+        payload: Some(a.payload),
+        ws_headers: a.ws_headers,
+        ice_servers: a.ice_servers,
+        message_fields: Some(a.message_fields),
+        buffer_secs: Some(a.buffer_secs),
+    };
+    spec.to_config().map_err(anyhow::Error::msg)
+}
+
+async fn whep_pull(config: onair::bridge::BridgeConfig) -> anyhow::Result<()> {
+    let bridge = onair::bridge::Bridge::start(config)?;
+    let stats = bridge.stats.clone();
+    tokio::select! {
+        _ = wait_for_signal() => tracing::info!("stopping the bridge"),
+        _ = async { while !bridge.is_finished() { tokio::time::sleep(Duration::from_millis(200)).await } } => {}
+    }
+    let result = bridge.shutdown(Duration::from_secs(5)).await;
+    let s = stats.snapshot();
+    tracing::info!(
+        seconds = s.seconds_received,
+        messages = s.messages_sent,
+        lost_packets = s.lost_packets,
+        concealed_s = s.concealed_s,
+        "bridge summary"
+    );
+    Ok(result?)
 }
 
 async fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {

@@ -107,6 +107,8 @@ pub struct Station {
     pub autodj: crate::input::autodj::AutoDjs,
     /// The `[[mount.push]]` relays, by mount.
     pub pushes: crate::output::push::Pushes,
+    /// WHEP → WebSocket bridges (`[[bridge]]` and `/api/bridges`).
+    pub bridges: crate::bridge::Registry,
 }
 
 impl Station {
@@ -258,6 +260,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tls_addr,
         autodj: Default::default(),
         pushes: Default::default(),
+        bridges: crate::bridge::Registry::default(),
         config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
@@ -269,6 +272,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             "shoutcast",
             crate::input::shoutcast::run(sc, station.clone()),
         );
+    }
+    for spec in &station.config().bridges {
+        if let Err(e) = station.bridges.start(spec.clone(), &station.supervisor) {
+            tracing::error!(trace_id = %spec.trace_id, error = %e, "configured bridge not started");
+        }
     }
     station
         .supervisor

@@ -10,3 +10,4 @@ pub mod recording;
 pub mod shoutcast;
 pub mod source;
 pub mod transcode;
+pub mod whep;

@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod autodj;
+mod bridges;
 mod pages;
 mod status;
 
@@ -38,6 +39,11 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/admin.cgi", get(admin::shoutcast_metadata))
         .merge(api::routes())
         .merge(autodj::routes())
+        .route("/api/bridges", get(bridges::list).post(bridges::create))
+        .route(
+            "/api/bridges/{id}",
+            get(bridges::get).delete(bridges::delete),
+        )
         .fallback(pages::fallback)
         .with_state(station)
 }

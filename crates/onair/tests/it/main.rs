@@ -9,4 +9,5 @@ mod process;
 mod push;
 mod support;
 mod tls;
+mod whep;
 mod wire;

@@ -1,0 +1,701 @@
+//! The WHEP → WebSocket bridge against a real WebRTC peer: an aiortc WHEP server
+//! (peers/whep_server.py) sending a tone sequence as Opus over loopback, and a WebSocket
+//! consumer in the test. aiortc missing fails the test loudly (`bash .ci/run` installs it).
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use base64::Engine;
+use futures_util::StreamExt;
+use onair::{
+    bridge::{Bridge, BridgeConfig},
+    input::whep::{signal::Endpoint, WhepConfig},
+    output::ws_pcm::{Fields, Payload, WsConfig},
+};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
+
+const RATE: u32 = 16_000;
+const CHUNK_BYTES: usize = 3_200; // 100 ms of 16 kHz mono s16le
+
+fn require_aiortc() {
+    let ok = Command::new("python3")
+        .args(["-c", "import aiortc, aiohttp"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "aiortc/aiohttp are not installed for python3: run `bash .ci/run`, which installs them"
+    );
+}
+
+/// The aiortc WHEP server; its stdout event lines arrive on `events`.
+struct WhepServer {
+    child: Child,
+    port: u16,
+    events: mpsc::Receiver<String>,
+}
+
+impl WhepServer {
+    fn start(args: &[&str]) -> WhepServer {
+        require_aiortc();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/peers/whep_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = WhepServer {
+            child,
+            port: 0,
+            events,
+        };
+        let line = server.expect("LISTEN", Duration::from_secs(20));
+        server.port = line[7..].trim().parse().expect("port");
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/whep", self.port)
+    }
+
+    /// Waits for the next event line starting with `word`; earlier lines are returned in
+    /// `seen` order via the log.
+    fn expect(&self, word: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(line) if line.starts_with(word) => return line,
+                Ok(line) => eprintln!("whep server: {line}"),
+                Err(_) => panic!("whep server did not say {word} within {within:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for WhepServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bridge_config(whep: &str, ws: SocketAddr, fields: &str) -> BridgeConfig {
+    BridgeConfig {
+        whep: WhepConfig {
+            endpoint: Endpoint::parse(whep, Some("tok".into())).unwrap(),
+            ice_servers: vec![],
+        },
+        ws: WsConfig {
+            url: format!("ws://{ws}/audio"),
+            headers: vec![("X-Test".into(), "yes".into())],
+            trace_id: "T1".into(),
+            stm_id: "S1".into(),
+            rate: RATE,
+            channels: 1,
+            chunk_ms: 100,
+            payload: Payload::Pcm,
+            fields: Fields::parse(fields).unwrap(),
+            buffer: Duration::from_secs(30),
+        },
+    }
+}
+
+/// One received message, checked for shape.
+#[derive(Debug)]
+struct Received {
+    timestamp: f64,
+    seq: Option<u64>,
+    pcm: Vec<i16>,
+    at: Instant,
+}
+
+fn parse_message(text: &str, want_keys: &[&str], at: Instant) -> Received {
+    parse_message_of(text, want_keys, at, ("T1", "S1"))
+}
+
+fn parse_message_of(text: &str, want_keys: &[&str], at: Instant, ids: (&str, &str)) -> Received {
+    let v: serde_json::Value = serde_json::from_str(text).expect("message is JSON");
+    let obj = v.as_object().expect("message is an object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = want_keys.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "exactly these fields: {text:.200}");
+    assert_eq!(obj["traceId"], ids.0);
+    assert_eq!(obj["stmId"], ids.1);
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(obj["data"].as_str().expect("data is a string"))
+        .expect("data is base64");
+    assert_eq!(data.len() % 2, 0, "whole s16 mono frames");
+    Received {
+        timestamp: obj["timestamp"].as_f64().expect("timestamp is a number"),
+        seq: obj.get("seq").and_then(|s| s.as_u64()),
+        pcm: data
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect(),
+        at,
+    }
+}
+
+/// Power of `freq` in `x` (Goertzel).
+fn power(x: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / f64::from(RATE);
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        let s = f64::from(v) + c * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    s1 * s1 + s2 * s2 - c * s1 * s2
+}
+
+/// The dominant tone of a chunk among the sequence's, if one clearly dominates.
+fn dominant(x: &[i16]) -> Option<u32> {
+    let tones = [440u32, 660, 880];
+    let p: Vec<f64> = tones.iter().map(|&f| power(x, f64::from(f))).collect();
+    let (best, &pmax) = p
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap();
+    let others = p.iter().sum::<f64>() - pmax;
+    (pmax > 10.0 * others && pmax > 1e9).then_some(tones[best])
+}
+
+/// Runs of (tone, chunk count) in order.
+fn runs(msgs: &[Received]) -> Vec<(Option<u32>, usize)> {
+    let mut out: Vec<(Option<u32>, usize)> = Vec::new();
+    for m in msgs.iter().filter(|m| m.pcm.len() * 2 == CHUNK_BYTES) {
+        let d = dominant(&m.pcm);
+        match out.last_mut() {
+            Some((t, n)) if *t == d => *n += 1,
+            _ => out.push((d, 1)),
+        }
+    }
+    out
+}
+
+/// The bridge's own checks common to both tests: contiguous timestamps, whole chunks, audio
+/// delivered ≥ 95 % of the wall-clock time the consumer spent receiving.
+fn check_timeline(msgs: &[Received]) {
+    assert!(msgs.len() >= 20, "only {} messages", msgs.len());
+    for (i, w) in msgs.windows(2).enumerate() {
+        let step = w[1].timestamp - w[0].timestamp;
+        let dur = w[0].pcm.len() as f64 / f64::from(RATE);
+        assert!(
+            (step - dur).abs() < 1e-4,
+            "message {i}: timestamp step {step} for {dur} s of audio"
+        );
+    }
+    let body = &msgs[..msgs.len() - 1];
+    assert!(
+        body.iter().all(|m| m.pcm.len() * 2 == CHUNK_BYTES),
+        "every chunk but the last is exactly 100 ms"
+    );
+    let audio: f64 = msgs.iter().map(|m| m.pcm.len() as f64).sum::<f64>() / f64::from(RATE);
+    let wall = msgs[msgs.len() - 1]
+        .at
+        .duration_since(msgs[0].at)
+        .as_secs_f64();
+    assert!(
+        audio >= 0.95 * wall,
+        "{audio:.2} s of audio over {wall:.2} s of wall-clock"
+    );
+    assert!(
+        audio <= wall + 1.0,
+        "{audio:.2} s of audio over {wall:.2} s: more than real time"
+    );
+}
+
+/// Tone runs follow 440 → 880 → 660 → 440 …, each (but the first and last) ~1 s long.
+fn check_tones(msgs: &[Received]) {
+    let all = runs(msgs);
+    // Chunks straddling a tone change have no clear winner: drop those short runs.
+    let runs: Vec<(u32, usize)> = all
+        .iter()
+        .filter_map(|&(t, n)| t.map(|t| (t, n)))
+        .filter(|&(_, n)| n >= 2)
+        .collect();
+    eprintln!("tone runs (Hz, 100 ms chunks): {all:?}");
+    assert!(runs.len() >= 3, "tone runs {all:?}");
+    let next = |t: u32| match t {
+        440 => 880,
+        880 => 660,
+        _ => 440,
+    };
+    for w in runs.windows(2) {
+        assert_eq!(w[1].0, next(w[0].0), "tone order in {all:?}");
+    }
+    for &(t, n) in &runs[1..runs.len() - 1] {
+        assert!((8..=11).contains(&n), "{t} Hz lasted {n} chunks in {all:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The handshake callback's Result type is tungstenite's, not ours to shrink.
+#[allow(clippy::result_large_err)]
+async fn whep_pull_delivers_the_tone_sequence_and_deletes_on_stop() {
+    let server = WhepServer::start(&["--token", "tok"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(&server.url(), ws.local_addr().unwrap(), "")).unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("bridge connects to the WebSocket")
+        .unwrap();
+    // The --ws-header reaches the consumer's handshake.
+    let header = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen = header.clone();
+    let mut sock = tokio_tungstenite::accept_hdr_async(
+        tcp,
+        move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+            *seen.lock().unwrap() = req.headers().get("x-test").cloned();
+            Ok(resp)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        header.lock().unwrap().as_ref().map(|v| v.as_bytes()),
+        Some(&b"yes"[..])
+    );
+    let session = server.expect("SESSION", Duration::from_secs(10));
+    let sid = session[8..].trim().to_owned();
+
+    let keys = ["traceId", "stmId", "timestamp", "data"];
+    let mut msgs = Vec::new();
+    let receive_for = Duration::from_millis(4_500);
+    let mut first: Option<Instant> = None;
+    while first.is_none_or(|f| f.elapsed() < receive_for) {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                msgs.push(parse_message(&t, &keys, now));
+            }
+            Some(Ok(Message::Close(c))) => panic!("closed early: {c:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("WebSocket ended: {other:?}"),
+        }
+    }
+    let stats = bridge.stats.clone();
+    bridge.stop();
+    // Stop drains: the rest of the audio, then a normal close frame.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("bridge closes the WebSocket")
+        {
+            Some(Ok(Message::Text(t))) => msgs.push(parse_message(&t, &keys, Instant::now())),
+            Some(Ok(Message::Close(c))) => {
+                assert_eq!(c.map(|c| c.code), Some(CloseCode::Normal));
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+    let deleted = server.expect("DELETE", Duration::from_secs(10));
+    assert_eq!(
+        deleted[7..].trim(),
+        sid,
+        "the session we got is the one DELETEd"
+    );
+
+    // The drained tail arrives all at once: judge the timeline on the live part.
+    let live = msgs
+        .iter()
+        .take_while(|m| m.at.duration_since(first.unwrap()) <= receive_for)
+        .count();
+    check_timeline(&msgs[..live]);
+    for w in msgs.windows(2) {
+        assert!(w[1].timestamp > w[0].timestamp, "timestamps strictly grow");
+    }
+    check_tones(&msgs);
+    let s = stats.snapshot();
+    eprintln!("{s:?}");
+    assert_eq!(s.codec, "opus", "{s:?}");
+    assert!(s.rtp_packets > 150, "{s:?}");
+    assert_eq!(s.messages_sent as usize, msgs.len(), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_drop_loses_no_audio_and_whep_busy_is_retried() {
+    // The first POST gets 503 + Retry-After: the bridge must wait and retry.
+    let server = WhepServer::start(&["--reject-first", "1"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(
+        &server.url(),
+        ws.local_addr().unwrap(),
+        "seq,sampleRate,channels",
+    ))
+    .unwrap();
+    server.expect("REJECT", Duration::from_secs(10));
+    server.expect("SESSION", Duration::from_secs(10));
+    let keys = [
+        "traceId",
+        "stmId",
+        "timestamp",
+        "data",
+        "seq",
+        "sampleRate",
+        "channels",
+    ];
+    let mut msgs: Vec<Received> = Vec::new();
+    let mut connections = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+            .await
+            .expect("bridge (re)connects")
+            .unwrap();
+        let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        connections += 1;
+        let mut on_this = 0;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+                .await
+                .expect("audio keeps coming");
+            let Some(Ok(Message::Text(t))) = next else {
+                panic!("unexpected {next:?}");
+            };
+            msgs.push(parse_message(&t, &keys, Instant::now()));
+            on_this += 1;
+            // First connection: drop the TCP connection (no close frame) after 15 messages,
+            // right after one arrived, then stay away for a second before accepting again.
+            if connections == 1 && on_this == 15 {
+                drop(sock);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                break;
+            }
+            if connections == 2 && on_this == 35 {
+                break;
+            }
+        }
+        if connections == 2 {
+            break;
+        }
+    }
+    assert_eq!(connections, 2);
+    let stats = bridge.stats.clone();
+    bridge.shutdown(Duration::from_secs(5)).await.unwrap();
+    server.expect("DELETE", Duration::from_secs(10));
+
+    let seqs: Vec<u64> = msgs.iter().map(|m| m.seq.expect("seq asked for")).collect();
+    let want: Vec<u64> = (0..msgs.len() as u64).collect();
+    assert_eq!(
+        seqs, want,
+        "every chunk once, in order, across the reconnect"
+    );
+    for w in msgs.windows(2) {
+        assert!(w[1].timestamp > w[0].timestamp, "no repeated timestamp");
+    }
+    // Wall-clock coverage is judged from the first message to the last: the second
+    // connection starts by catching up on what was buffered meanwhile.
+    check_timeline(&msgs);
+    check_tones(&msgs);
+    let s = stats.snapshot();
+    eprintln!("{s:?}");
+    assert!(s.ws_reconnects >= 1, "{s:?}");
+    assert!(s.whep_retries >= 1, "{s:?}");
+    assert_eq!(s.messages_dropped, 0, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_server_that_goes_away_is_reconnected_and_the_gap_filled() {
+    // The first session ends (server side, no DELETE) 1.5 s after it connected.
+    let server = WhepServer::start(&["--end-after", "1.5"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(
+        &server.url(),
+        ws.local_addr().unwrap(),
+        "seq",
+    ))
+    .unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("bridge connects to the WebSocket")
+        .unwrap();
+    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let keys = ["traceId", "stmId", "timestamp", "data", "seq"];
+    let mut msgs = Vec::new();
+    let mut sessions = 0;
+    let mut until: Option<Instant> = None;
+    // Read audio throughout; once the second session is up, a further 1.2 s.
+    while until.is_none_or(|u| Instant::now() < u) {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        if let Some(Ok(Message::Text(t))) = next {
+            msgs.push(parse_message(&t, &keys, Instant::now()));
+        }
+        while let Ok(line) = server.events.try_recv() {
+            if line.starts_with("SESSION") {
+                sessions += 1;
+                if sessions == 2 {
+                    until = Some(Instant::now() + Duration::from_millis(1_200));
+                }
+            }
+        }
+    }
+    let stats = bridge.stats.clone();
+    bridge.shutdown(Duration::from_secs(5)).await.unwrap();
+    let s = stats.snapshot();
+    eprintln!("{s:?}");
+    assert!(s.whep_retries >= 1, "{s:?}");
+    assert!(
+        s.concealed_s > 0.2,
+        "the outage is filled and counted: {s:?}"
+    );
+    check_timeline(&msgs);
+    // Audio resumed: after the filled gap (no tone) comes a full second of the new
+    // session's first tone.
+    let all = runs(&msgs);
+    let gap = all.iter().position(|r| r.0.is_none()).expect("a gap");
+    assert!(
+        all[gap..].iter().any(|&(t, n)| t == Some(440) && n >= 8),
+        "tones after the reconnect: {all:?}"
+    );
+}
+
+/// An HTTP request with a body through the server's web app; returns (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str, auth: bool, body: &str) -> (u16, String) {
+    let auth = if auth {
+        format!(
+            "Authorization: Basic {}\r\n",
+            crate::support::basic(crate::support::ADMIN.0, crate::support::ADMIN.1)
+        )
+    } else {
+        String::new()
+    };
+    let resp = crate::support::raw_request(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// Reads messages from one WebSocket connection until `n` arrived.
+async fn read_messages(
+    sock: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    n: usize,
+    ids: (&str, &str),
+) {
+    let keys = ["traceId", "stmId", "timestamp", "data"];
+    let mut got = 0;
+    while got < n {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        if let Some(Ok(Message::Text(t))) = next {
+            let m = parse_message_of(&t, &keys, Instant::now(), ids);
+            assert_eq!(m.pcm.len() * 2, CHUNK_BYTES);
+            got += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_from_config_and_the_api_run_and_stop() {
+    let whep = WhepServer::start(&[]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws.local_addr().unwrap();
+    let toml = format!(
+        "[[bridge]]\nwhep = \"{}\"\nws = \"ws://{ws_addr}/cfg\"\ntrace_id = \"T1\"\nstm_id = \"S1\"\n",
+        whep.url()
+    );
+    let running = crate::support::start(&toml).await;
+    let addr = running.local_addr();
+
+    // The configured bridge connects and streams.
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("configured bridge connects")
+        .unwrap();
+    let mut cfg_sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    read_messages(&mut cfg_sock, 5, ("T1", "S1")).await;
+
+    // The API wants the admin.
+    assert_eq!(http(addr, "GET", "/api/bridges", false, "").await.0, 401);
+    let (status, body) = http(addr, "POST", "/api/bridges", true, "{\"whep\": 1}").await;
+    assert_eq!(status, 400, "{body}");
+    let spec = format!(
+        "{{\"whep\":\"{}\",\"ws\":\"ws://{ws_addr}/api\",\"traceId\":\"T2\",\"stmId\":\"S2\",\"bearer\":\"secret\"}}",
+        whep.url()
+    );
+    let (status, body) = http(addr, "POST", "/api/bridges", true, &spec).await;
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(
+        !body.contains("secret"),
+        "the bearer token is never shown: {body}"
+    );
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("API bridge connects")
+        .unwrap();
+    let mut api_sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    read_messages(&mut api_sock, 5, ("T2", "S2")).await;
+
+    let (status, body) = http(addr, "GET", "/api/bridges", true, "").await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{body}");
+    let api = list.iter().find(|b| b["id"] == id.as_str()).unwrap();
+    assert_eq!(api["spec"]["trace_id"], "T2");
+    assert_eq!(api["ended"], serde_json::Value::Null);
+    assert_eq!(api["stats"]["state"], "connected");
+    assert!(
+        // 5 received: the 5th was sent, so the 4th send had completed and was counted.
+        api["stats"]["messages_sent"].as_u64().unwrap() >= 4,
+        "{api}"
+    );
+
+    // DELETE stops it: WHEP session DELETEd, normal close, gone from the list.
+    let (status, body) = http(addr, "DELETE", &format!("/api/bridges/{id}"), true, "").await;
+    assert_eq!(status, 200, "{body}");
+    let stopped: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stopped["ended"], "stopped");
+    whep.expect("DELETE", Duration::from_secs(10));
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), api_sock.next())
+            .await
+            .expect("closed")
+        {
+            Some(Ok(Message::Close(c))) => {
+                assert_eq!(c.map(|c| c.code), Some(CloseCode::Normal));
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+    assert_eq!(
+        http(addr, "GET", &format!("/api/bridges/{id}"), true, "")
+            .await
+            .0,
+        404
+    );
+    let (_, body) = http(addr, "GET", "/api/bridges", true, "").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Server shutdown stops the configured one the same way.
+    assert!(running.shutdown(Duration::from_secs(15)).await);
+    whep.expect("DELETE", Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_pcmu_is_decoded_as_g711() {
+    let server = WhepServer::start(&["--codec", "PCMU"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(&server.url(), ws.local_addr().unwrap(), "")).unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("bridge connects to the WebSocket")
+        .unwrap();
+    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let keys = ["traceId", "stmId", "timestamp", "data"];
+    let mut msgs = Vec::new();
+    while msgs.len() < 35 {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        if let Some(Ok(Message::Text(t))) = next {
+            msgs.push(parse_message(&t, &keys, Instant::now()));
+        }
+    }
+    let stats = bridge.stats.clone();
+    bridge.shutdown(Duration::from_secs(5)).await.unwrap();
+    check_timeline(&msgs);
+    check_tones(&msgs);
+    let s = stats.snapshot();
+    assert_eq!(s.codec, "pcmu", "{s:?}");
+    assert!(s.rtp_packets > 100, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_and_reordered_packets_are_concealed_without_losing_time() {
+    // 4 % of RTP packets never sent, one in seven sent after its successor.
+    let server = WhepServer::start(&["--drop-every", "25", "--reorder-every", "7"]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(
+        &server.url(),
+        ws.local_addr().unwrap(),
+        "seq",
+    ))
+    .unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("bridge connects to the WebSocket")
+        .unwrap();
+    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let keys = ["traceId", "stmId", "timestamp", "data", "seq"];
+    let mut msgs = Vec::new();
+    while msgs.len() < 40 {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        if let Some(Ok(Message::Text(t))) = next {
+            msgs.push(parse_message(&t, &keys, Instant::now()));
+        }
+    }
+    let stats = bridge.stats.clone();
+    bridge.shutdown(Duration::from_secs(5)).await.unwrap();
+    let s = stats.snapshot();
+    eprintln!("{s:?}");
+    check_timeline(&msgs);
+    check_tones(&msgs);
+    // 40 chunks = 200 packets: ~8 dropped. Each loss is concealed with exactly one packet's
+    // worth of audio (20 ms = 320 frames at 16 kHz), so the timeline keeps its length.
+    assert!(s.lost_packets >= 4, "{s:?}");
+    let concealed_frames = (s.concealed_s * 16_000.0).round() as u64;
+    assert_eq!(concealed_frames, s.lost_packets * 320, "{s:?}");
+    assert_eq!(
+        s.dropped_packets, 0,
+        "reordered packets are not late: {s:?}"
+    );
+}

@@ -57,7 +57,7 @@ struct PushArgs {
     /// icecast (PUT, falling back to SOURCE) or shoutcast (v1, on the port after URL's)
     #[arg(long, default_value = "icecast")]
     protocol: String,
-    /// MP3 files and folders to play, in order
+    /// Audio files and folders to play, in order (MP3 unless --encode)
     #[arg(value_name = "FILES | DIR")]
     files: Vec<PathBuf>,
     /// An .m3u playlist to play (after FILES)

@@ -1,4 +1,5 @@
-//! Playlist files that point players at a mount: `.m3u`, `.pls` and `.xspf`.
+//! Playlist files that point players at a mount: `.m3u`, `.pls` and `.xspf`; and reading
+//! `.m3u` track lists (`onair push --playlist`).
 //!
 //! Rendering is pure: the caller supplies the absolute listen URL (built from the request's
 //! Host and X-Forwarded-Proto) and the stream's display name.
@@ -70,9 +71,57 @@ pub fn escape_xml(s: &str) -> String {
     out
 }
 
+/// One entry of an `.m3u`/`.m3u8` playlist: where it is (a path or URL as written) and
+/// the title from its `#EXTINF` line, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct M3uEntry {
+    pub location: String,
+    pub title: Option<String>,
+}
+
+/// Parses an M3U playlist (plain or extended): one location per line, `#EXTINF:secs,title`
+/// before it, other `#` lines and blank lines ignored, a UTF-8 BOM and CRLF tolerated.
+pub fn parse_m3u(text: &str) -> Vec<M3uEntry> {
+    let mut out = Vec::new();
+    let mut title = None;
+    for line in text.trim_start_matches('\u{feff}').lines() {
+        let line = line.trim();
+        if let Some(info) = line.strip_prefix("#EXTINF:") {
+            title = info
+                .split_once(',')
+                .map(|(_, t)| t.trim().to_string())
+                .filter(|t| !t.is_empty());
+        } else if !line.is_empty() && !line.starts_with('#') {
+            out.push(M3uEntry {
+                location: line.to_string(),
+                title: title.take(),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn m3u_entries() {
+        let text = "\u{feff}#EXTM3U\r\n#EXTINF:215,Artist - Song, Live\r\nmusic/a.mp3\r\n\r\n# comment\n/abs/b.mp3\n#EXTINF:-1,\nc.mp3\n#EXTINF:3\n";
+        let e = parse_m3u(text);
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[0].location, "music/a.mp3");
+        assert_eq!(e[0].title.as_deref(), Some("Artist - Song, Live"));
+        assert_eq!(
+            (e[1].location.as_str(), e[1].title.as_deref()),
+            ("/abs/b.mp3", None)
+        );
+        assert_eq!(
+            (e[2].location.as_str(), e[2].title.as_deref()),
+            ("c.mp3", None)
+        );
+        assert!(parse_m3u("").is_empty());
+    }
 
     #[test]
     fn split_paths() {

@@ -130,10 +130,43 @@ pub struct RawMount {
     pub description: Option<String>,
     pub genre: Option<String>,
     pub url: Option<String>,
+    #[serde(default)]
+    pub push: Vec<RawPush>,
+    pub autodj: Option<RawAutoDj>,
     /// Re-encode this mount's stream into this mount (`codec`, `bitrate`, ...).
     pub transcode_from: Option<String>,
     #[serde(flatten)]
     pub settings: RawMountSettings,
+}
+
+/// A `[[mount.push]]` entry: relay the mount to a remote server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPush {
+    pub to: String,
+    pub protocol: Option<String>,
+    pub stream_name: Option<String>,
+    pub description: Option<String>,
+    pub genre: Option<String>,
+    pub url: Option<String>,
+    pub public: Option<bool>,
+}
+
+/// `[mount.autodj]`: play a music folder on this mount (docs/AUTODJ.md).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoDj {
+    pub music_dir: Option<PathBuf>,
+    pub order: Option<String>,
+    pub codec: Option<String>,
+    pub bitrate: Option<u32>,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u8>,
+    pub normalize: Option<bool>,
+    pub crossfade: Option<f64>,
+    pub passthrough: Option<bool>,
+    pub rescan: Option<f64>,
+    pub upcoming_file: Option<PathBuf>,
 }
 
 /// CLI flags that override the file.
@@ -143,6 +176,8 @@ pub struct Overrides {
     pub source_password: Option<String>,
     pub admin_user: Option<String>,
     pub admin_password: Option<String>,
+    /// `--music DIR`: an AutoDJ on `/stream` playing this folder.
+    pub music: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -321,8 +356,161 @@ pub struct MountConfig {
     pub description: Option<String>,
     pub genre: Option<String>,
     pub url: Option<String>,
+    /// Plays a music folder on this mount.
+    pub autodj: Option<AutoDjConfig>,
     pub transcode_from: Option<String>,
     pub settings: MountSettings,
+    /// Remote servers this mount is relayed to.
+    pub push: Vec<PushConfig>,
+}
+
+/// A validated `[[mount.push]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    pub target: onair_proto::push::PushTarget,
+    pub protocol: onair_proto::push::Protocol,
+    /// Labels announced instead of the mount's (unset: the mount's).
+    pub info: onair_proto::icecast::StreamInfoHeaders,
+}
+
+impl PushConfig {
+    pub fn from_raw(raw: RawPush) -> Result<PushConfig, String> {
+        let target = onair_proto::push::PushTarget::parse(&raw.to).map_err(|e| e.to_string())?;
+        let protocol = match raw.protocol.as_deref() {
+            None => onair_proto::push::Protocol::Icecast,
+            Some(p) => onair_proto::push::Protocol::parse(p)
+                .ok_or_else(|| format!("unknown push protocol {p:?} (icecast or shoutcast)"))?,
+        };
+        Ok(PushConfig {
+            target,
+            protocol,
+            info: onair_proto::icecast::StreamInfoHeaders {
+                name: raw.stream_name,
+                description: raw.description,
+                genre: raw.genre,
+                url: raw.url,
+                public: raw.public,
+                bitrate: None,
+                audio_info: None,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoDjOrder {
+    Shuffle,
+    Sequential,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoDjConfig {
+    pub music_dir: PathBuf,
+    pub order: AutoDjOrder,
+    /// Output codec: "mp3" or "opus".
+    pub codec: String,
+    pub bitrate: u32,
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// EBU R128 normalisation to -16 LUFS (encode mode).
+    pub normalize: bool,
+    /// Seconds of overlap between tracks; 0 = gapless.
+    pub crossfade: f64,
+    /// Copy MP3 frames instead of decoding and encoding (files must already be in the
+    /// mount's format; others are skipped).
+    pub passthrough: bool,
+    /// How often the folder is rescanned for added and removed files.
+    pub rescan: Duration,
+    /// Written with the next tracks on each change.
+    pub upcoming_file: Option<PathBuf>,
+}
+
+impl AutoDjConfig {
+    /// The settings for `--music DIR` and for keys left out.
+    pub fn for_dir(music_dir: PathBuf) -> AutoDjConfig {
+        AutoDjConfig {
+            music_dir,
+            order: AutoDjOrder::Shuffle,
+            codec: "mp3".into(),
+            bitrate: 128,
+            sample_rate: 44_100,
+            channels: 2,
+            normalize: true,
+            crossfade: 0.0,
+            passthrough: false,
+            rescan: Duration::from_secs(60),
+            upcoming_file: None,
+        }
+    }
+
+    fn resolve(raw: RawAutoDj, mount: &str) -> Result<AutoDjConfig, ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(format!("mount {mount} autodj: {m}"));
+        let dir = raw
+            .music_dir
+            .ok_or_else(|| bad("music_dir is required".into()))?;
+        let d = AutoDjConfig::for_dir(dir);
+        let order = match raw.order.as_deref() {
+            None | Some("shuffle") => AutoDjOrder::Shuffle,
+            Some("sequential") => AutoDjOrder::Sequential,
+            Some(o) => {
+                return Err(bad(format!(
+                    "order must be shuffle or sequential, got {o:?}"
+                )))
+            }
+        };
+        let codec = raw.codec.unwrap_or(d.codec).to_ascii_lowercase();
+        if codec != "mp3" && codec != "opus" {
+            return Err(bad(format!("codec must be mp3 or opus, got {codec:?}")));
+        }
+        let passthrough = raw.passthrough.unwrap_or(false);
+        if passthrough && codec != "mp3" {
+            return Err(bad("passthrough needs codec = \"mp3\"".into()));
+        }
+        let sample_rate = raw.sample_rate.unwrap_or(if codec == "opus" {
+            48_000
+        } else {
+            d.sample_rate
+        });
+        if ![
+            8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000,
+        ]
+        .contains(&sample_rate)
+        {
+            return Err(bad(format!(
+                "sample_rate {sample_rate} is not an MP3/Opus rate"
+            )));
+        }
+        let channels = raw.channels.unwrap_or(d.channels);
+        if channels != 1 && channels != 2 {
+            return Err(bad(format!("channels must be 1 or 2, got {channels}")));
+        }
+        let bitrate = raw.bitrate.unwrap_or(d.bitrate);
+        if !(8..=320).contains(&bitrate) {
+            return Err(bad(format!(
+                "bitrate must be 8..=320 kbit/s, got {bitrate}"
+            )));
+        }
+        let crossfade = raw.crossfade.unwrap_or(0.0);
+        if crossfade != 0.0 {
+            return Err(bad(format!(
+                "crossfade = {crossfade}: only 0 (gapless) is supported so far"
+            )));
+        }
+        let rescan = secs(raw.rescan, 60.0, "autodj rescan")?;
+        Ok(AutoDjConfig {
+            music_dir: d.music_dir,
+            order,
+            codec,
+            bitrate,
+            sample_rate,
+            channels,
+            normalize: raw.normalize.unwrap_or(true),
+            crossfade,
+            passthrough,
+            rescan,
+            upcoming_file: raw.upcoming_file,
+        })
+    }
 }
 
 pub const DEFAULT_BIND: &str = "0.0.0.0:8000";
@@ -454,6 +642,16 @@ impl Config {
                 other => other,
             })?;
             settings.validate(&format!("mount {}", m.name))?;
+            let push = m
+                .push
+                .into_iter()
+                .map(PushConfig::from_raw)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConfigError::Invalid(format!("mount {} push: {e}", m.name)))?;
+            let autodj = match m.autodj {
+                Some(raw) => Some(AutoDjConfig::resolve(raw, &m.name)?),
+                None => None,
+            };
             mounts.push(MountConfig {
                 username: m.username.unwrap_or_else(|| "source".into()),
                 password: m.password,
@@ -468,10 +666,15 @@ impl Config {
                 description: m.description,
                 genre: m.genre,
                 url: m.url,
+                autodj,
                 transcode_from: m.transcode_from,
                 settings,
+                push,
                 name: m.name,
             });
+        }
+        if let Some(dir) = &ov.music {
+            music_mount(&mut mounts, dir.clone(), &defaults);
         }
         check_fallback_chains(&mounts)?;
         let shoutcast = ShoutcastConfig {
@@ -481,13 +684,6 @@ impl Config {
         };
         validate_mount_name(&shoutcast.mount)
             .map_err(|e| ConfigError::Invalid(format!("[shoutcast] mount: {e}")))?;
-        let demo = DemoConfig {
-            enabled: raw.demo.enabled.unwrap_or(mounts.is_empty()),
-            mount: raw.demo.mount.unwrap_or_else(|| "/stream".into()),
-            seed: raw.demo.seed.unwrap_or(1),
-        };
-        validate_mount_name(&demo.mount)
-            .map_err(|e| ConfigError::Invalid(format!("[demo] mount: {e}")))?;
         let tls = match raw.tls {
             None => None,
             Some(t) => Some(TlsConfig {
@@ -501,6 +697,20 @@ impl Config {
                 key: t.key,
             }),
         };
+        let mut demo = DemoConfig {
+            enabled: raw.demo.enabled.unwrap_or(mounts.is_empty()),
+            mount: raw.demo.mount.unwrap_or_else(|| "/stream".into()),
+            seed: raw.demo.seed.unwrap_or(1),
+        };
+        // A mount with an AutoDJ (`--music DIR` on /stream) has its own programme.
+        if mounts
+            .iter()
+            .any(|m| m.name == demo.mount && m.autodj.is_some())
+        {
+            demo.enabled = false;
+        }
+        validate_mount_name(&demo.mount)
+            .map_err(|e| ConfigError::Invalid(format!("[demo] mount: {e}")))?;
         for b in &raw.bridge {
             b.to_config()
                 .map_err(|e| ConfigError::Invalid(format!("bridge {}: {e}", b.trace_id)))?;
@@ -536,6 +746,43 @@ impl Config {
     pub fn mount(&self, name: &str) -> Option<&MountConfig> {
         self.mounts.iter().find(|m| m.name == name)
     }
+}
+
+/// Name of the mount `--music DIR` plays on.
+pub const MUSIC_MOUNT: &str = "/stream";
+
+/// `--music DIR` wins over the file: `/stream` gets an AutoDJ on `dir` (a `/stream` from
+/// the file keeps its other settings; its own autodj folder is replaced).
+fn music_mount(mounts: &mut Vec<MountConfig>, dir: PathBuf, defaults: &MountSettings) {
+    if let Some(m) = mounts.iter_mut().find(|m| m.name == MUSIC_MOUNT) {
+        let mut dj = m
+            .autodj
+            .take()
+            .unwrap_or_else(|| AutoDjConfig::for_dir(dir.clone()));
+        dj.music_dir = dir;
+        m.autodj = Some(dj);
+        return;
+    }
+    mounts.push(MountConfig {
+        name: MUSIC_MOUNT.into(),
+        username: "source".into(),
+        password: None,
+        hidden: false,
+        fallback: None,
+        fallback_override: false,
+        fallback_when_full: false,
+        fallback_file: None,
+        intro_file: None,
+        dump_file: None,
+        stream_name: None,
+        description: None,
+        genre: None,
+        url: None,
+        autodj: Some(AutoDjConfig::for_dir(dir)),
+        transcode_from: None,
+        settings: defaults.clone(),
+        push: Vec::new(),
+    });
 }
 
 /// Fallback chains may be long but must not come back to where they started.
@@ -714,6 +961,37 @@ mod tests {
     }
 
     #[test]
+    fn push_entries() {
+        let load = |t: &str| Config::from_raw(toml::from_str(t).unwrap(), &Overrides::default());
+        let c = load(
+            r#"
+            [[mount]]
+            name = "/live"
+            [[mount.push]]
+            to = "http://source:pw@relay.example:8010/live"
+            stream_name = "Relay"
+            public = true
+            [[mount.push]]
+            to = "http://:pw@old.example:8000/"
+            protocol = "shoutcast"
+            "#,
+        )
+        .unwrap();
+        let p = &c.mount("/live").unwrap().push;
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].target.port, 8010);
+        assert_eq!(p[0].info.name.as_deref(), Some("Relay"));
+        assert_eq!(p[0].info.public, Some(true));
+        assert_eq!(p[1].protocol, onair_proto::push::Protocol::Shoutcast);
+        let bad = "[[mount]]\nname = \"/a\"\n[[mount.push]]\nto = \"http://host/x\"\n";
+        assert!(load(bad).unwrap_err().to_string().contains("password"));
+        let bad = "[[mount]]\nname = \"/a\"\n[[mount.push]]\nto = \"http://a:b@h/x\"\nprotocol = \"rtmp\"\n";
+        assert!(load(bad).is_err());
+        let typo = "[[mount]]\nname = \"/a\"\n[[mount.push]]\nto = \"http://a:b@h/x\"\nprotocl = \"icecast\"\n";
+        assert!(toml::from_str::<RawConfig>(typo).is_err());
+    }
+
+    #[test]
     fn fallback_loops_are_refused() {
         let load = |t: &str| Config::from_raw(toml::from_str(t).unwrap(), &Overrides::default());
         let chain = "[[mount]]\nname = \"/a\"\nfallback = \"/b\"\n[[mount]]\nname = \"/b\"\nfallback = \"/c\"\n";
@@ -725,5 +1003,63 @@ mod tests {
         .to_string();
         assert!(err.contains("/a -> /b -> /c -> /a"), "{err}");
         assert!(load("[[mount]]\nname = \"/a\"\nfallback = \"/a\"\n").is_err());
+    }
+
+    #[test]
+    fn music_flag_puts_an_autodj_on_stream_and_turns_the_demo_off() {
+        let ov = Overrides {
+            music: Some("/srv/music".into()),
+            ..Default::default()
+        };
+        let c = Config::from_raw(RawConfig::default(), &ov).unwrap();
+        let dj = c
+            .mount(MUSIC_MOUNT)
+            .and_then(|m| m.autodj.as_ref())
+            .unwrap();
+        assert_eq!(dj.music_dir, PathBuf::from("/srv/music"));
+        assert_eq!(
+            (dj.codec.as_str(), dj.bitrate, dj.passthrough),
+            ("mp3", 128, false)
+        );
+        assert!(!c.demo.enabled);
+        // Over a file's /stream: its settings stay, the folder is the flag's.
+        let raw: RawConfig = toml::from_str(
+            "[demo]\nenabled = true\n[[mount]]\nname = \"/stream\"\nmetaint = 4000\n[mount.autodj]\nmusic_dir = \"/a\"\norder = \"sequential\"\n",
+        )
+        .unwrap();
+        let c = Config::from_raw(raw, &ov).unwrap();
+        let m = c.mount(MUSIC_MOUNT).unwrap();
+        let dj = m.autodj.as_ref().unwrap();
+        assert_eq!(m.settings.metaint, 4000);
+        assert_eq!(
+            (dj.music_dir.to_str(), dj.order),
+            (Some("/srv/music"), AutoDjOrder::Sequential)
+        );
+        assert!(!c.demo.enabled, "an AutoDJ on the demo's mount wins");
+    }
+
+    #[test]
+    fn autodj_settings_are_checked() {
+        let load = |t: &str| Config::from_raw(toml::from_str(t).unwrap(), &Overrides::default());
+        let m = "[[mount]]\nname = \"/dj\"\n[mount.autodj]\n";
+        assert!(load(&format!("{m}music_dir = \"/m\"\n")).is_ok());
+        for bad in [
+            "order = \"random\"",
+            "codec = \"flac\"",
+            "codec = \"opus\"\npassthrough = true",
+            "channels = 6",
+            "bitrate = 1000",
+            "sample_rate = 12345",
+            "crossfade = 2.0",
+        ] {
+            assert!(
+                load(&format!("{m}music_dir = \"/m\"\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(load(m).is_err(), "music_dir is required");
+        assert!(
+            toml::from_str::<RawConfig>(&format!("{m}music_dir = \"/m\"\nshufle = 1\n")).is_err()
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! onair: a single-binary internet radio server.
 //!
 //! Data flow: inputs ([`input`]: network sources) produce frame-aligned audio into a
-//! [`mount::Mount`]; outputs ([`output`]: HTTP listeners) consume it. They meet only at the
+//! [`mount::Mount`]; outputs ([`output`]: HTTP listeners, pushes to remote servers) consume
+//! it. They meet only at the
 //! mount. [`front`] accepts connections and routes them; [`web`] serves status, admin and
 //! playlists; [`supervisor`] owns every task; [`station`] ties it together. A [`bridge`]
 //! is the one path that skips the mount: a WHEP pull (`input::whep`) decoded to PCM and sent

@@ -1,4 +1,5 @@
-//! The `onair` command line: `onair serve` runs the station.
+//! The `onair` command line: `onair serve` runs the station; `onair push` streams files to
+//! a remote server.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -36,6 +37,9 @@ enum Command {
         /// Admin password; generated and printed if unset.
         #[arg(long, env = "ONAIR_ADMIN_PASSWORD")]
         admin_password: Option<String>,
+        /// Play this music folder on /stream (AutoDJ; overrides the config file's /stream).
+        #[arg(long, value_name = "DIR")]
+        music: Option<PathBuf>,
     },
     /// Pull a WebRTC stream over WHEP and send it as PCM chunks over a WebSocket
     /// (see docs/BRIDGE.md).
@@ -43,6 +47,65 @@ enum Command {
     /// Encode raw PCM from stdin to MP3 or Ogg/Opus and send it to an Icecast-compatible
     /// server (onair, icecast2) as a source.
     Encode(EncodeArgs),
+    /// Stream files to a remote Icecast, onair or SHOUTcast server in real time, like the
+    /// AutoDJ (see docs/PUSH.md).
+    Push(PushArgs),
+}
+
+#[derive(clap::Args)]
+struct PushArgs {
+    /// Where to send: http://source:PASSWORD@host:port/mount
+    #[arg(long, value_name = "URL", env = "ONAIR_PUSH_TO")]
+    to: String,
+    /// icecast (PUT, falling back to SOURCE) or shoutcast (v1, on the port after URL's)
+    #[arg(long, default_value = "icecast")]
+    protocol: String,
+    /// Audio files and folders to play, in order (MP3 unless --encode)
+    #[arg(value_name = "FILES | DIR")]
+    files: Vec<PathBuf>,
+    /// An .m3u playlist to play (after FILES)
+    #[arg(long, value_name = "FILE.m3u")]
+    playlist: Option<PathBuf>,
+    /// Play in random order (reshuffled on every loop)
+    #[arg(long)]
+    shuffle: bool,
+    /// Start again after the last track
+    #[arg(long = "loop")]
+    looped: bool,
+    /// Exit at the first network error instead of reconnecting
+    #[arg(long)]
+    once: bool,
+    /// ice-name: the stream's name
+    #[arg(long)]
+    name: Option<String>,
+    /// ice-genre
+    #[arg(long)]
+    genre: Option<String>,
+    /// ice-description
+    #[arg(long)]
+    description: Option<String>,
+    /// ice-url: the station's web site
+    #[arg(long)]
+    url: Option<String>,
+    /// ice-public: list the stream in directories
+    #[arg(long)]
+    public: bool,
+    /// Decode every file and encode it to this codec (mp3 or opus), loudness-normalised,
+    /// instead of sending MP3 files as they are
+    #[arg(long, value_name = "CODEC")]
+    encode: Option<String>,
+    /// Encoder bitrate in kbit/s (with --encode)
+    #[arg(long, default_value_t = 128)]
+    bitrate: u32,
+    /// Encoder sample rate (with --encode; default 44100 for MP3, 48000 for Opus)
+    #[arg(long)]
+    sample_rate: Option<u32>,
+    /// Encoder channels, 1 or 2 (with --encode)
+    #[arg(long, default_value_t = 2)]
+    channels: u8,
+    /// No loudness normalisation (with --encode)
+    #[arg(long)]
+    no_normalize: bool,
 }
 
 #[derive(clap::Args)]
@@ -141,12 +204,14 @@ fn main() -> anyhow::Result<()> {
             source_password,
             admin_user,
             admin_password,
+            music,
         } => {
             let overrides = Overrides {
                 bind,
                 source_password,
                 admin_user,
                 admin_password,
+                music,
             };
             let loaded = Config::load(config.as_deref(), &overrides)?;
             runtime.block_on(serve(loaded, config, overrides))
@@ -156,7 +221,68 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(whep_pull(config))
         }
         Command::Encode(args) => runtime.block_on(encode(args)),
+        Command::Push(args) => runtime.block_on(push(args)),
     }
+}
+
+async fn push(a: PushArgs) -> anyhow::Result<()> {
+    use onair::output::{playlist_push, push};
+    use onair_proto::push::{Protocol, PushTarget};
+    let target = PushTarget::parse(&a.to).context("--to")?;
+    let protocol = Protocol::parse(&a.protocol)
+        .with_context(|| format!("--protocol {:?}: use icecast or shoutcast", a.protocol))?;
+    let settings = push::PushSettings {
+        target,
+        protocol,
+        info: onair_proto::icecast::StreamInfoHeaders {
+            name: a.name,
+            description: a.description,
+            genre: a.genre,
+            url: a.url,
+            public: Some(a.public),
+            ..Default::default()
+        },
+        mode: push::Mode::Playout,
+        once: a.once,
+    };
+    let encode = match a.encode.as_deref() {
+        None => None,
+        Some(c) => {
+            let codec = match c.to_ascii_lowercase().as_str() {
+                "mp3" => onair_media::encode::Codec::Mp3,
+                "opus" => onair_media::encode::Codec::Opus,
+                _ => anyhow::bail!("--encode {c:?}: use mp3 or opus"),
+            };
+            let default_rate = if codec == onair_media::encode::Codec::Opus {
+                48_000
+            } else {
+                44_100
+            };
+            Some(playlist_push::Encode {
+                codec,
+                bitrate_kbps: a.bitrate,
+                sample_rate: a.sample_rate.unwrap_or(default_rate),
+                channels: a.channels,
+                normalize: !a.no_normalize,
+            })
+        }
+    };
+    let list = playlist_push::Tracklist {
+        inputs: a.files,
+        playlist: a.playlist,
+        shuffle: a.shuffle,
+        looped: a.looped,
+        encode,
+    };
+    let token = tokio_util::sync::CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        while wait_for_signal().await != Signal::Stop {}
+        tracing::info!("stopping the push");
+        stop.cancel();
+    });
+    playlist_push::run(list, settings, token).await?;
+    Ok(())
 }
 
 fn whep_pull_config(a: WhepPullArgs) -> anyhow::Result<onair::bridge::BridgeConfig> {

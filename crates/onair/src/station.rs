@@ -41,6 +41,8 @@ pub enum StartError {
     Format(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    AutoDj(crate::input::autodj::AutoDjError),
 }
 
 /// Connections counted against `max_clients`: a counter rather than a semaphore, so that a
@@ -101,6 +103,10 @@ pub struct Station {
     /// The certificate of the TLS listen socket, if `[tls]` is configured.
     pub tls: Option<Tls>,
     pub tls_addr: Option<SocketAddr>,
+    /// The AutoDJs, by mount.
+    pub autodj: crate::input::autodj::AutoDjs,
+    /// The `[[mount.push]]` relays, by mount.
+    pub pushes: crate::output::push::Pushes,
     /// WHEP → WebSocket bridges (`[[bridge]]` and `/api/bridges`).
     pub bridges: crate::bridge::Registry,
 }
@@ -139,6 +145,13 @@ impl Station {
                     "mount {}: fallback_file/intro_file changes need a restart",
                     m.name
                 ));
+            }
+        }
+        for name in old.mounts.iter().chain(&new.mounts).map(|m| &m.name) {
+            let pushes = |c: &Config| c.mount(name).map(|m| m.push.clone()).unwrap_or_default();
+            let note = format!("mount {name}: [[mount.push]] changes need a restart");
+            if pushes(&old) != pushes(&new) && !notes.contains(&note) {
+                notes.push(note);
             }
         }
         match (&self.tls, &new.tls) {
@@ -245,11 +258,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shoutcast_addr,
         tls,
         tls_addr,
+        autodj: Default::default(),
+        pushes: Default::default(),
         bridges: crate::bridge::Registry::default(),
         config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
+    crate::input::autodj::start_all(&station).map_err(StartError::AutoDj)?;
     start_encoded(&station);
+    crate::output::push::start_configured(&station);
     if let Some(sc) = shoutcast {
         station.supervisor.spawn_service(
             "shoutcast",

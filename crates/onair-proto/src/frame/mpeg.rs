@@ -138,6 +138,34 @@ pub fn stream_info(h: Header) -> StreamInfo {
     }
 }
 
+/// Whether `frame` (one whole MPEG audio frame) is an encoder's info frame: a silent
+/// Layer III frame whose payload is a Xing/Info (LAME) or VBRI header. It describes the whole
+/// file (frame count, seek table, gapless padding), so it is wrong anywhere but at the start of
+/// that file and must not be sent into a continuous stream.
+pub fn is_info_frame(frame: &[u8]) -> bool {
+    let Some(h) = frame
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .and_then(parse_header)
+    else {
+        return false;
+    };
+    if h.layer != 3 {
+        return false;
+    }
+    // Side information length, after the header and the optional 16-bit CRC.
+    let side = match (h.version, h.channels) {
+        (Version::Mpeg1, 1) => 17,
+        (Version::Mpeg1, _) => 32,
+        (_, 1) => 9,
+        _ => 17,
+    };
+    let crc = if frame[1] & 1 == 0 { 2 } else { 0 };
+    let xing = 4 + crc + side;
+    let tag_at = |at: usize| frame.get(at..at + 4);
+    matches!(tag_at(xing), Some(b"Xing") | Some(b"Info")) || tag_at(4 + 32) == Some(b"VBRI")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -322,5 +350,30 @@ pub(crate) mod tests {
                 pos += u.len;
             }
         }
+    }
+
+    #[test]
+    fn info_frames_are_recognised() {
+        // MPEG-1 stereo: the tag follows 32 bytes of side info; mono: 17.
+        let mut stereo = frame(9, false, 0);
+        stereo[36..40].copy_from_slice(b"Xing");
+        assert!(is_info_frame(&stereo));
+        stereo[36..40].copy_from_slice(b"Info");
+        assert!(is_info_frame(&stereo));
+        let mut vbri = frame(9, false, 0);
+        vbri[36..40].copy_from_slice(b"VBRI");
+        assert!(is_info_frame(&vbri));
+        let mut mono = frame(9, false, 0);
+        mono[3] = 0xC4;
+        mono[21..25].copy_from_slice(b"Xing");
+        assert!(is_info_frame(&mono));
+        // Plain audio, a tag at the wrong place, a truncated frame, garbage: not info frames.
+        assert!(!is_info_frame(&frame(9, false, 0)));
+        let mut wrong = frame(9, false, 0);
+        wrong[21..25].copy_from_slice(b"Xing");
+        assert!(!is_info_frame(&wrong));
+        assert!(!is_info_frame(&stereo[..30]));
+        assert!(!is_info_frame(b"Xing"));
+        assert!(!is_info_frame(&[]));
     }
 }

@@ -1,7 +1,8 @@
 //! Audio files played into a mount at real-time speed: fallback files (looped for as long as
 //! the server runs) and intro files (sent once to each new listener). A file is read once,
-//! cut into whole frames/pages by the same framer as live sources (tags and garbage
-//! dropped), and — for playback — released on the pacer's deadlines from the frames' own
+//! cut into whole frames/pages by the same framer as live sources (tags, garbage and MP3
+//! Xing/Info/VBRI header frames dropped: they describe one file and are wrong mid-stream;
+//! a truncated last frame is never kept), and — for playback — released on the pacer's deadlines from the frames' own
 //! durations, never from an assumed bitrate. Icecast sends fallback files as fast as the
 //! network takes them; players then buffer minutes of audio and drift.
 
@@ -95,7 +96,9 @@ impl AudioFile {
         while let Some(unit) = framer.next_unit(&raw[pos..]) {
             let bytes = &raw[pos..pos + unit.len];
             pos += unit.len;
-            if unit.kind == UnitKind::Junk {
+            if unit.kind == UnitKind::Junk
+                || (format == Format::Mpeg && onair_proto::frame::mpeg::is_info_frame(bytes))
+            {
                 continue;
             }
             if unit.sample_rate > 0 {
@@ -209,6 +212,11 @@ mod tests {
         let path = dir.join("x.mp3");
         // ID3v2 tag, 10 frames of 128k/44.1k stereo, an ID3v1 tag.
         let mut raw = b"ID3\x04\x00\x00\x00\x00\x00\x04abcd".to_vec();
+        // A LAME "Info" header frame first: dropped like the tags.
+        let mut info = vec![0xFF, 0xFB, 0x90, 0x64];
+        info.resize(417, 0);
+        info[36..40].copy_from_slice(b"Info");
+        raw.extend_from_slice(&info);
         for _ in 0..10 {
             let mut f = vec![0xFF, 0xFB, 0x90, 0x64];
             f.resize(417, 0x55);
@@ -220,6 +228,7 @@ mod tests {
         std::fs::write(&path, &raw).unwrap();
         let f = AudioFile::load(&path).unwrap();
         assert_eq!(f.data.len(), 4170);
+        assert!(!f.data.windows(4).any(|w| w == b"Info"));
         assert_eq!(f.units.len(), 10);
         assert_eq!(f.info.sample_rate, 44_100);
         assert_eq!(f.duration.as_micros(), 10 * 1152 * 1_000_000 / 44_100);

@@ -578,6 +578,9 @@ impl Mount {
             match st.ring.seq_at_offset(st.ogg.start) {
                 // The burst reaches back to the headers: start there, they come in-band.
                 Some(h) if st.ring.offset_of_seq(seq) <= st.ogg.start => seq = h,
+                // Not published yet (a joiner in the stream's first chunk): they will come
+                // in-band after `seq`; a prefix as well would send them twice.
+                None if st.ogg.start >= st.ring.end_offset() => {}
                 _ => prefix = st.ogg.pages.clone(),
             }
         }
@@ -608,6 +611,11 @@ impl Mount {
             Ok(_) if st.live.is_none() => Read::Ended,
             Ok(_) => Read::Idle,
         }
+    }
+
+    /// The Ogg codec header pages of the current chain link (empty for other formats).
+    pub fn codec_headers(&self) -> Vec<Bytes> {
+        self.lock().ogg.pages.clone()
     }
 
     /// How far (bytes) the newest audio is ahead of `offset`.

@@ -1,5 +1,7 @@
 //! Outputs: everything that consumes a mount's audio.
 
 pub mod listener;
+pub mod playlist_push;
+pub mod push;
 pub mod upload;
 pub mod ws_pcm;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod autodj;
 mod bridges;
 mod pages;
 mod status;
@@ -37,6 +38,7 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/admin/fallbacks", get(admin::fallbacks))
         .route("/admin.cgi", get(admin::shoutcast_metadata))
         .merge(api::routes())
+        .merge(autodj::routes())
         .route("/api/bridges", get(bridges::list).post(bridges::create))
         .route(
             "/api/bridges/{id}",

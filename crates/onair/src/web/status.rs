@@ -208,7 +208,18 @@ pub async fn api_status(
         .all()
         .iter()
         .filter(|m| !m.is_hidden())
-        .map(|m| api_mount(m, &base))
+        .map(|m| {
+            let mut v = api_mount(m, &base);
+            if let (Some(dj), Value::Object(o)) = (station.autodj.get(&m.name), &mut v) {
+                o.insert("autodj".into(), super::autodj::autodj_json(&dj));
+            }
+            let pushes = station.pushes.of(&m.name);
+            if let (false, Value::Object(o)) = (pushes.is_empty(), &mut v) {
+                let list = pushes.iter().map(|p| p.json()).collect::<Vec<_>>();
+                o.insert("push".into(), list.into());
+            }
+            v
+        })
         .collect();
     let listeners: usize = station
         .mounts

@@ -476,6 +476,7 @@ async fn zero_config_station_plays_the_demo_and_yields_to_a_source() {
         source_password: Some(PASS.into()),
         admin_user: Some(ADMIN.0.into()),
         admin_password: Some(ADMIN.1.into()),
+        ..Default::default()
     };
     let config = onair::config::Config::load(None, &ov).unwrap();
     assert!(config.demo.enabled, "the demo is on without a config");

@@ -22,7 +22,7 @@ fn require_python_shout() {
 }
 
 /// Kills the child when the test ends, however it ends.
-struct Peer(Child);
+pub(crate) struct Peer(Child);
 
 impl Drop for Peer {
     fn drop(&mut self) {
@@ -31,14 +31,14 @@ impl Drop for Peer {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("onair-it-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// A music-like test signal (two tones that change every second) encoded by ffmpeg.
-fn make_input(dir: &Path, file: &str, codec_args: &[&str], seconds: u32) -> PathBuf {
+pub(crate) fn make_input(dir: &Path, file: &str, codec_args: &[&str], seconds: u32) -> PathBuf {
     require("ffmpeg");
     let out = dir.join(file);
     let expr = "0.3*sin(2*PI*(330+110*floor(mod(t\\,4)))*t)+0.2*sin(2*PI*550*t)";
@@ -53,7 +53,7 @@ fn make_input(dir: &Path, file: &str, codec_args: &[&str], seconds: u32) -> Path
     out
 }
 
-fn ffmpeg_source(input: &Path, url: &str, content_type: &str, format: &str) -> Peer {
+pub(crate) fn ffmpeg_source(input: &Path, url: &str, content_type: &str, format: &str) -> Peer {
     Peer(
         Command::new("ffmpeg")
             .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
@@ -76,7 +76,7 @@ fn ffmpeg_source(input: &Path, url: &str, content_type: &str, format: &str) -> P
 }
 
 /// Waits (bounded) until the mount has a live source.
-async fn wait_live(addr: std::net::SocketAddr, mount: &str) {
+pub(crate) async fn wait_live(addr: std::net::SocketAddr, mount: &str) {
     let deadline = Instant::now() + STEP;
     loop {
         let (_, status) = http_get(addr, "/api/status", None).await;
@@ -100,7 +100,7 @@ async fn wait_live(addr: std::net::SocketAddr, mount: &str) {
 }
 
 /// Decodes `seconds` of a listen URL with ffmpeg; returns (decoded seconds, ffmpeg's errors).
-async fn ffmpeg_decode(url: &str, seconds: u32) -> (f64, String) {
+pub(crate) async fn ffmpeg_decode(url: &str, seconds: u32) -> (f64, String) {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
         let out = Command::new("timeout")

@@ -32,6 +32,7 @@ pub fn config(toml_text: &str, bind: SocketAddr) -> Config {
         source_password: Some(PASS.into()),
         admin_user: Some(ADMIN.0.into()),
         admin_password: Some(ADMIN.1.into()),
+        ..Default::default()
     };
     Config::from_raw(raw, &ov).expect("valid config")
 }
@@ -77,6 +78,7 @@ pub async fn start_with_shoutcast(toml_text: &str) -> Running {
             source_password: Some(PASS.into()),
             admin_user: Some(ADMIN.0.into()),
             admin_password: Some(ADMIN.1.into()),
+            ..Default::default()
         };
         if let Ok(r) = station::start(Config::from_raw(raw, &ov).unwrap()).await {
             if r.shoutcast_addr().map(|a| a.port()) == Some(port + 1) {

@@ -14,7 +14,8 @@
 //! - Channel reduction (downmix = mean of the input channels) happens before the filter and
 //!   expansion (upmix = copy) after it, so the filter runs on the fewest channels.
 //! - Same rate in and out is a passthrough: only the channel map runs, no delay.
-//! - Memory is bounded: at most one chunk (10 ms) of pending input per channel.
+//! - Memory is bounded: one chunk (10 ms) of pending input per filtered channel, and a
+//!   filter table of at most [`MAX_TABLE`] coefficients.
 
 use rubato::{Resampler as _, SincFixedIn, SincInterpolationParameters, SincInterpolationType};
 
@@ -28,15 +29,16 @@ pub const MAX_RATE: u32 = 384_000;
 pub const MAX_RATIO: u32 = 16;
 
 /// Filter span in samples at the lower of the two rates. With the squared Blackman-Harris
-/// window the transition band is the top 1/8 of the lower Nyquist band; shorter spans
-/// (176) already let the stop-band edge rise above -130 dB, longer ones only cost time.
+/// window the transition band is the top 1/8 of the lower Nyquist band. Measured at
+/// 48 → 16 kHz: 160 leaves -98 dB at the stop-band edge, 176 -126 dB, 192 reaches the f32
+/// floor (~-130 dB); longer spans only cost time.
 const FILTER_SPAN: usize = 192;
 /// Cutoff relative to the lower Nyquist frequency, in the middle of the transition band.
 const CUTOFF: f32 = 0.93;
 const WINDOW: rubato::WindowFunction = rubato::WindowFunction::BlackmanHarris2;
-/// Above this many coefficients an exact polyphase table is too big for the cache; the
-/// resampler then interpolates between 256 phases instead.
-const MAX_TABLE: usize = 1 << 20;
+/// Largest exact polyphase filter table, in coefficients; for rate pairs that would need a
+/// bigger one the resampler interpolates between 256 phases instead.
+pub const MAX_TABLE: usize = 1 << 20;
 /// Candidates tried when aligning output time without an exact phase table.
 const ALIGN_SEARCH: usize = 8192;
 

@@ -2,7 +2,7 @@
 //! playout engine for `ONAIR_BENCH_SECS` (default 600) of wall time and reports how far the
 //! release of each block strays from its media-time deadline (origin + media − lead), and
 //! the drift between media time and wall time at the end. The peer, measured in the same
-//! run on the same files: `ffmpeg -re -f concat ... -c copy -f mp3 pipe:1`, whose output
+//! run on the same files: `ffmpeg -re -f concat -i list -c copy -f mp3 pipe:1`, whose output
 //! is framed as it arrives and compared with wall time the same way.
 //!
 //! Run: `cargo bench -p onair --bench autodj_drift` (needs ffmpeg).

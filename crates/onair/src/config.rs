@@ -40,6 +40,7 @@ pub struct RawConfig {
     pub defaults: RawMountSettings,
     #[serde(default)]
     pub shoutcast: RawShoutcast,
+    pub tls: Option<RawTls>,
     #[serde(default)]
     pub mount: Vec<RawMount>,
     #[serde(default)]
@@ -61,6 +62,14 @@ pub struct RawShoutcast {
     pub enabled: Option<bool>,
     pub mount: Option<String>,
     pub port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub bind: Option<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +172,7 @@ pub struct Config {
     pub limits: Limits,
     pub defaults: MountSettings,
     pub shoutcast: ShoutcastConfig,
+    pub tls: Option<TlsConfig>,
     pub mounts: Vec<MountConfig>,
     pub demo: DemoConfig,
 }
@@ -249,6 +259,14 @@ impl EncodingSettings {
             .map_err(|e| ConfigError::Invalid(format!("encoding: {e}")))?;
         Ok(s)
     }
+}
+
+/// A TLS listen socket: PEM certificate chain and private key, separate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub bind: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// SHOUTcast v1 source port: where it listens and which mount it feeds.
@@ -619,9 +637,23 @@ impl Config {
         }
         validate_mount_name(&demo.mount)
             .map_err(|e| ConfigError::Invalid(format!("[demo] mount: {e}")))?;
+        let tls = match raw.tls {
+            None => None,
+            Some(t) => Some(TlsConfig {
+                bind: match t.bind {
+                    Some(b) => b.parse().map_err(|_| {
+                        ConfigError::Invalid(format!("[tls] bind: not an ADDR:PORT: {b:?}"))
+                    })?,
+                    None => SocketAddr::new(bind.ip(), 8443),
+                },
+                cert: t.cert,
+                key: t.key,
+            }),
+        };
         Ok(Config {
             bind,
             shoutcast,
+            tls,
             hostname: raw.hostname.unwrap_or_else(|| "localhost".into()),
             location: raw.location.unwrap_or_else(|| "Earth".into()),
             admin_email: raw

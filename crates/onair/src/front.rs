@@ -20,12 +20,15 @@ use tokio::{
 };
 
 use crate::{
+    conn::Conn,
     input, output,
     station::{ClientSlot, Station},
     web,
 };
 
-pub async fn run(listener: TcpListener, station: Arc<Station>) -> io::Result<()> {
+/// Accepts on `listener`; with `secure`, each connection first completes a TLS handshake
+/// (bounded by `header_timeout`) with the station's certificate.
+pub async fn run(listener: TcpListener, station: Arc<Station>, secure: bool) -> io::Result<()> {
     let token = station.supervisor.token().clone();
     loop {
         let (stream, peer) = tokio::select! {
@@ -53,9 +56,17 @@ pub async fn run(listener: TcpListener, station: Arc<Station>) -> io::Result<()>
         {
             Some(permit) => {
                 let st = station.clone();
-                station
-                    .supervisor
-                    .spawn_connection(handle(stream, peer, st, permit));
+                station.supervisor.spawn_connection(async move {
+                    let conn = if secure {
+                        match handshake(stream, peer, &st).await {
+                            Some(c) => c,
+                            None => return,
+                        }
+                    } else {
+                        Conn::Plain(stream)
+                    };
+                    handle(conn, peer, st, permit).await
+                });
             }
             None => {
                 Station::count(&station.counters.rejected_connections);
@@ -74,12 +85,24 @@ pub async fn run(listener: TcpListener, station: Arc<Station>) -> io::Result<()>
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    station: Arc<Station>,
-    permit: ClientSlot,
-) {
+/// The TLS handshake of a new connection; failures are logged and the connection closed.
+async fn handshake(stream: TcpStream, peer: SocketAddr, station: &Station) -> Option<Conn> {
+    let acceptor = station.tls.as_ref()?.acceptor();
+    let limit = station.config().limits.header_timeout;
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(Conn::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn handle(mut stream: Conn, peer: SocketAddr, station: Arc<Station>, permit: ClientSlot) {
     let limits = &station.config().limits;
     let token = station.supervisor.token().clone();
     let head = tokio::select! {
@@ -163,7 +186,7 @@ enum Route {
 
 /// Reads until a complete head. Returns it with every byte read so far.
 async fn read_head(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     max: usize,
 ) -> Result<Option<(RequestHead, Bytes)>, HeadError> {
     let mut buf = Vec::with_capacity(1024);

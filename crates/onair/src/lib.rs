@@ -6,6 +6,7 @@
 //! playlists; [`supervisor`] owns every task; [`station`] ties it together.
 
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod front;
 pub mod input;
@@ -13,6 +14,7 @@ pub mod mount;
 pub mod output;
 pub mod station;
 pub mod supervisor;
+pub mod tls;
 pub mod web;
 
 /// What the server calls itself in `Server:` headers and status pages.

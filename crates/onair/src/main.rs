@@ -81,6 +81,9 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
     let running = onair::station::start(config).await?;
     print_banner(&running.station.config(), running.local_addr());
+    if let Some(t) = running.tls_addr() {
+        println!("  tls:      https://{t}/live  (sources and listeners, certificate from [tls])");
+    }
     if let Some(sc) = running.shoutcast_addr() {
         println!(
             "  shoutcast: v1 sources on port {} feed {}",

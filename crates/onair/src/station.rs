@@ -17,8 +17,12 @@ use crate::{
     config::Config,
     front,
     input::file::AudioFile,
-    mount::{registry::Registry, Compat, Mount},
+    mount::{
+        registry::{AttachError, Registry},
+        Compat, Mount, SourceClaim, SourceInfo,
+    },
     supervisor::Supervisor,
+    tls::Tls,
 };
 
 #[derive(Debug, Error)]
@@ -37,6 +41,8 @@ pub enum StartError {
     Format(String),
     #[error(transparent)]
     AutoDj(crate::input::autodj::AutoDjError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Connections counted against `max_clients`: a counter rather than a semaphore, so that a
@@ -96,6 +102,9 @@ pub struct Station {
     pub shoutcast_addr: Option<SocketAddr>,
     /// The AutoDJs, by mount.
     pub autodj: crate::input::autodj::AutoDjs,
+    /// The certificate of the TLS listen socket, if `[tls]` is configured.
+    pub tls: Option<Tls>,
+    pub tls_addr: Option<SocketAddr>,
 }
 
 impl Station {
@@ -134,6 +143,19 @@ impl Station {
                 ));
             }
         }
+        match (&self.tls, &new.tls) {
+            (Some(tls), Some(t)) => {
+                if old.tls.as_ref().map(|o| o.bind) != Some(t.bind) {
+                    notes.push("[tls] bind: needs a restart".into());
+                }
+                match tls.reload(&t.cert, &t.key) {
+                    Ok(()) => tracing::info!(cert = %t.cert.display(), "TLS certificate reloaded"),
+                    Err(e) => notes.push(format!("{e}; the previous certificate stays in use")),
+                }
+            }
+            (None, None) => {}
+            _ => notes.push("[tls] added or removed: needs a restart".into()),
+        }
         self.mounts.reconfigure(&new);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         notes
@@ -145,6 +167,18 @@ impl Station {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Claims `mount` for a network source under the current `max_sources` and
+    /// `source_takeover` limits.
+    pub fn attach_source(
+        &self,
+        mount: &str,
+        info: SourceInfo,
+    ) -> Result<(Arc<Mount>, SourceClaim), AttachError> {
+        let limits = &self.config().limits;
+        self.mounts
+            .attach_source(mount, info, limits.max_sources, limits.source_takeover)
     }
 
     pub fn count(counter: &AtomicU64) {
@@ -171,6 +205,10 @@ impl Running {
         self.station.shoutcast_addr
     }
 
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.station.tls_addr
+    }
+
     /// Stops accepting, closes sources and listeners, waits up to `grace`.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.station.supervisor.shutdown(grace).await
@@ -186,6 +224,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|source| StartError::Bind { addr, source })?;
     let shoutcast = bind_shoutcast(&config, local_addr);
     let shoutcast_addr = shoutcast.as_ref().and_then(|l| l.local_addr().ok());
+    let (tls, tls_listener) = match &config.tls {
+        None => (None, None),
+        Some(t) => {
+            let tls = Tls::load(&t.cert, &t.key)?;
+            let l = bind(t.bind).map_err(|source| StartError::Bind {
+                addr: t.bind,
+                source,
+            })?;
+            (Some(tls), Some(l))
+        }
+    };
+    let tls_addr = tls_listener.as_ref().and_then(|l| l.local_addr().ok());
     let station = Arc::new(Station {
         mounts: Registry::new(&config),
         supervisor: Supervisor::default(),
@@ -196,6 +246,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         local_addr,
         shoutcast_addr,
         autodj: Default::default(),
+        tls,
+        tls_addr,
         config: RwLock::new(Arc::new(config)),
     });
     start_files(&station).await?;
@@ -209,7 +261,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     station
         .supervisor
-        .spawn_service("front", front::run(listener, station.clone()));
+        .spawn_service("front", front::run(listener, station.clone(), false));
+    if let Some(l) = tls_listener {
+        station
+            .supervisor
+            .spawn_service("front-tls", front::run(l, station.clone(), true));
+    }
     Ok(Running { station })
 }
 
@@ -245,11 +302,12 @@ async fn start_files(station: &Arc<Station>) -> Result<(), StartError> {
                 continue;
             }
             let player = Arc::new(Mount::for_fallback_file(&mount));
+            let claim = crate::input::file::claim(&file, &player).map_err(StartError::Format)?;
             let _ = mount.file_fallback.set(player.clone());
             let token = station.supervisor.token().clone();
             station.supervisor.spawn_service(
                 "fallback-file",
-                crate::input::file::run_loop(file, player, token),
+                crate::input::file::run_loop(file, player, claim, token),
             );
         }
     }

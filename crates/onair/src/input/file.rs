@@ -21,7 +21,7 @@ use onair_proto::{
 };
 use thiserror::Error;
 
-use crate::mount::{Compat, Mount, SourceInfo};
+use crate::mount::{Compat, Mount, SourceClaim, SourceInfo};
 
 /// Files larger than this are refused (a fallback file is held in memory).
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
@@ -142,15 +142,22 @@ impl AudioFile {
     }
 }
 
-/// Plays `file` into `mount` in a loop at real-time speed until `token` is cancelled.
+/// Makes `file` the source of `mount` (before the player task runs, so the mount is live
+/// as soon as the station has started).
+pub fn claim(file: &AudioFile, mount: &Mount) -> Result<SourceClaim, String> {
+    mount
+        .attach_source(file.source_info(), None)
+        .map_err(|e| format!("{}: {e}", mount.name))
+}
+
+/// Plays `file` into `mount` (claimed with [`claim`]) in a loop at real-time speed until
+/// `token` is cancelled.
 pub async fn run_loop(
     file: Arc<AudioFile>,
     mount: Arc<Mount>,
+    claim: SourceClaim,
     token: tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
-    let claim = mount
-        .attach_source(file.source_info(), None)
-        .map_err(|e| format!("{}: {e}", mount.name))?;
     tracing::info!(mount = %mount.name, file = %file.path.display(), seconds = file.duration.as_secs_f64(), "file player started");
     let mut pacer = Pacer::new(std::time::Instant::now(), LEAD);
     let mut i = 0usize;

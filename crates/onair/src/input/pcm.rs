@@ -16,7 +16,6 @@ use onair_media::pcm::{decode_samples, Pcm, SampleFormat};
 use onair_proto::icecast::{ChunkedDecoder, RequestHead, StreamInfoHeaders};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::Instant,
 };
 
@@ -41,7 +40,7 @@ pub struct PcmLayout {
 
 /// Serves an authenticated source connection whose body is raw PCM.
 pub async fn run(
-    mut stream: TcpStream,
+    mut stream: crate::conn::Conn,
     peer: SocketAddr,
     head: RequestHead,
     body: Bytes,
@@ -126,7 +125,7 @@ pub async fn run(
 
 /// Reads the body, decodes whole sample frames and hands them to the encoder.
 async fn pump(
-    stream: &mut TcpStream,
+    stream: &mut crate::conn::Conn,
     mut chunked: Option<ChunkedDecoder>,
     first: Bytes,
     layout: PcmLayout,

@@ -105,12 +105,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, station: Arc<Station>) 
         user_agent: "SHOUTcast v1 source".into(),
         connected_at: SystemTime::now(),
     };
-    let (mount, claim) = match station.mounts.attach_source(
-        &mount_name,
-        info,
-        limits.max_sources,
-        limits.source_takeover,
-    ) {
+    let (mount, claim) = match station.attach_source(&mount_name, info) {
         Ok(ok) => ok,
         Err(e) => {
             tracing::info!(%peer, mount = %mount_name, "SHOUTcast source refused: {e}");
@@ -118,8 +113,9 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, station: Arc<Station>) 
         }
     };
     super::source::log_connected(peer, &mount_name, "SHOUTcast", format, &claim);
+    let mut conn = crate::conn::Conn::Plain(stream);
     let outcome = super::source::pump(
-        &mut stream,
+        &mut conn,
         false,
         rest.freeze(),
         format,

@@ -12,12 +12,12 @@ use onair_proto::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     time::Instant,
 };
 
 use crate::{
     config::{validate_mount_name, Config},
+    conn::Conn,
     front::plain_response,
     input::recording::Recording,
     mount::{SourceClaim, SourceInfo},
@@ -32,7 +32,7 @@ const MAX_JUNK_RUN: u64 = 64 * 1024;
 pub const REALM: &str = "Icecast2 Server";
 
 pub async fn run(
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
     head: RequestHead,
     body: Bytes,
@@ -83,13 +83,7 @@ pub async fn run(
         user_agent: head.header("user-agent").unwrap_or("").to_string(),
         connected_at: SystemTime::now(),
     };
-    let limits = &station.config().limits;
-    let (mount, claim) = match station.mounts.attach_source(
-        &mount_name,
-        info,
-        limits.max_sources,
-        limits.source_takeover,
-    ) {
+    let (mount, claim) = match station.attach_source(&mount_name, info) {
         Ok(ok) => ok,
         Err(e) => {
             tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
@@ -149,7 +143,7 @@ pub(crate) fn finish(
 /// Moves body bytes into the mount. `Ok` carries a normal end reason, `Err` an abnormal one.
 /// Records the connection to the mount's `dump_file` if one is configured.
 pub(crate) async fn pump(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     chunked: bool,
     first: Bytes,
     format: Format,
@@ -201,7 +195,7 @@ pub(crate) async fn pump(
 
 #[allow(clippy::too_many_arguments)]
 async fn pump_body(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     chunked: bool,
     first: Bytes,
     format: Format,
@@ -317,7 +311,7 @@ pub fn source_authorized(config: &Config, mount: &str, head: &RequestHead) -> bo
     }
 }
 
-pub(crate) async fn reply(stream: &mut TcpStream, code: u16, reason: &str, body: &str) {
+pub(crate) async fn reply(stream: &mut Conn, code: u16, reason: &str, body: &str) {
     let _ = stream
         .write_all(plain_response(code, reason, body).as_bytes())
         .await;

@@ -23,9 +23,10 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use onair_proto::{icecast::RequestHead, icy::Interleaver};
-use tokio::{io::AsyncWriteExt, net::TcpStream, sync::watch};
+use tokio::{io::AsyncWriteExt, sync::watch};
 
 use crate::{
+    conn::Conn,
     front::plain_response,
     mount::{
         audience::{ClientInfo, Order},
@@ -88,7 +89,7 @@ impl Request {
 /// A listener that was accepted and is ready to stream: the only per-listener state that
 /// lives for the connection's lifetime (kept small: there may be tens of thousands).
 pub struct Streamer {
-    stream: TcpStream,
+    stream: Conn,
     id: u64,
     /// The mount the listener asked for.
     home: Arc<Mount>,
@@ -106,7 +107,7 @@ pub struct Streamer {
 /// Answers everything that is not streaming (404, full mount, HEAD, OPTIONS) and returns
 /// the [`Streamer`] for a listener that is to get audio.
 pub async fn prepare(
-    mut stream: TcpStream,
+    mut stream: Conn,
     peer: SocketAddr,
     request: Request,
     station: Arc<Station>,
@@ -176,9 +177,9 @@ pub async fn prepare(
         let _ = stream.write_all(response_head.as_bytes()).await;
         return None;
     }
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     if settings.send_buffer > 0 {
-        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(settings.send_buffer);
+        let _ = socket2::SockRef::from(stream.tcp()).set_send_buffer_size(settings.send_buffer);
     }
     let id = station.next_listener_id();
     mount.audience.add(
@@ -402,7 +403,7 @@ struct Watch<'a> {
 /// falls more than `queue_size` behind the live edge, it is dropped; an admin kill also
 /// ends a write that is stuck on a client that stopped reading.
 async fn write_watching(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     mut segs: Vec<Bytes>,
     w: Watch<'_>,
 ) -> Result<u64, Stop> {
@@ -428,7 +429,7 @@ async fn write_watching(
 }
 
 /// Writes all of `segs` with vectored writes, then clears it. Returns bytes written.
-async fn write_segments(stream: &mut TcpStream, segs: &mut Vec<Bytes>) -> io::Result<u64> {
+async fn write_segments(stream: &mut Conn, segs: &mut Vec<Bytes>) -> io::Result<u64> {
     let mut total = 0u64;
     let mut start = 0;
     while start < segs.len() {
@@ -506,4 +507,15 @@ fn response_head(mount: &Mount, sub: &StreamFacts, metaint: Option<usize>) -> St
     add("icy-metaint", metaint.map(|m| m.to_string()));
     out.push_str("\r\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// Tens of thousands of these live at once: growing it is a memory regression
+    /// (docs/BENCHMARKS.md measures RSS per listener against icecast2).
+    #[test]
+    fn a_streaming_listener_stays_small() {
+        let size = std::mem::size_of::<super::Streamer>();
+        assert!(size <= 320, "Streamer grew to {size} bytes");
+    }
 }

@@ -246,24 +246,37 @@ pub async fn listclients(
     xml_doc(out)
 }
 
+/// Runs an admin-only operation on the request's parameters and answers with Icecast's
+/// `<iceresponse>`.
+fn admin_op(
+    station: &Station,
+    headers: &HeaderMap,
+    q: Option<&str>,
+    op: impl FnOnce(&Params) -> Result<String, ControlError>,
+) -> Response {
+    if let Some(r) = refuse_unless_admin(station, headers) {
+        return r;
+    }
+    match op(&Params::parse(q)) {
+        Ok(message) => xml(StatusCode::OK, &message, true),
+        Err(e) => control_error(&e),
+    }
+}
+
 /// `/admin/killclient?mount=&id=`.
 pub async fn killclient(
     State(station): State<Arc<Station>>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    if let Some(r) = refuse_unless_admin(&station, &headers) {
-        return r;
-    }
-    let p = Params::parse(q.as_deref());
-    let mount = p.get("mount").unwrap_or_default();
-    let Some(id) = p.get("id").and_then(|i| i.trim().parse::<u64>().ok()) else {
-        return xml(StatusCode::BAD_REQUEST, "Missing or invalid id", false);
-    };
-    match control::kill_client(&station, &mount, id) {
-        Ok(()) => xml(StatusCode::OK, &format!("Client {id} removed"), true),
-        Err(e) => control_error(&e),
-    }
+    admin_op(&station, &headers, q.as_deref(), |p| {
+        let id = p
+            .get("id")
+            .and_then(|i| i.trim().parse::<u64>().ok())
+            .ok_or_else(|| ControlError::Invalid("Missing or invalid id".into()))?;
+        control::kill_client(&station, &p.get("mount").unwrap_or_default(), id)?;
+        Ok(format!("Client {id} removed"))
+    })
 }
 
 /// `/admin/killsource?mount=`.
@@ -272,14 +285,10 @@ pub async fn killsource(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    if let Some(r) = refuse_unless_admin(&station, &headers) {
-        return r;
-    }
-    let mount = Params::parse(q.as_deref()).get("mount").unwrap_or_default();
-    match control::kill_source(&station, &mount) {
-        Ok(()) => xml(StatusCode::OK, "Source Removed", true),
-        Err(e) => control_error(&e),
-    }
+    admin_op(&station, &headers, q.as_deref(), |p| {
+        control::kill_source(&station, &p.get("mount").unwrap_or_default())?;
+        Ok("Source Removed".into())
+    })
 }
 
 /// `/admin/moveclients?mount=&destination=`.
@@ -288,22 +297,12 @@ pub async fn moveclients(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    if let Some(r) = refuse_unless_admin(&station, &headers) {
-        return r;
-    }
-    let p = Params::parse(q.as_deref());
-    let (from, to) = (
-        p.get("mount").unwrap_or_default(),
-        p.get("destination").unwrap_or_default(),
-    );
-    match control::move_clients(&station, &from, &to) {
-        Ok(_) => xml(
-            StatusCode::OK,
-            &format!("Clients moved from {from} to {to}"),
-            true,
-        ),
-        Err(e) => control_error(&e),
-    }
+    admin_op(&station, &headers, q.as_deref(), |p| {
+        let from = p.get("mount").unwrap_or_default();
+        let to = p.get("destination").unwrap_or_default();
+        control::move_clients(&station, &from, &to)?;
+        Ok(format!("Clients moved from {from} to {to}"))
+    })
 }
 
 /// `/admin/fallbacks?mount=&fallback=` (an empty or missing `fallback` clears it).
@@ -312,16 +311,11 @@ pub async fn fallbacks(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    if let Some(r) = refuse_unless_admin(&station, &headers) {
-        return r;
-    }
-    let p = Params::parse(q.as_deref());
-    let mount = p.get("mount").unwrap_or_default();
-    let fallback = p.get("fallback");
-    match control::set_fallback(&station, &mount, fallback.as_deref()) {
-        Ok(()) => xml(StatusCode::OK, "Fallback configured", true),
-        Err(e) => control_error(&e),
-    }
+    admin_op(&station, &headers, q.as_deref(), |p| {
+        let mount = p.get("mount").unwrap_or_default();
+        control::set_fallback(&station, &mount, p.get("fallback").as_deref())?;
+        Ok("Fallback configured".into())
+    })
 }
 
 /// SHOUTcast v1 title updates: `GET /admin.cgi?mode=updinfo&pass=...&song=...` (libshout's

@@ -49,6 +49,18 @@ fn control_error(e: &ControlError) -> Response {
     error(status, &e.to_string())
 }
 
+/// Runs an admin-only operation; `{"ok": true}` or the error.
+fn admin_op(
+    station: &Station,
+    headers: &HeaderMap,
+    op: impl FnOnce() -> Result<(), ControlError>,
+) -> Response {
+    if let Some(r) = admin::refuse_unless_admin(station, headers) {
+        return r;
+    }
+    done(op())
+}
+
 fn done(result: Result<(), ControlError>) -> Response {
     match result {
         Ok(()) => Json(json!({ "ok": true })).into_response(),
@@ -135,10 +147,9 @@ async fn kill_listener(
     headers: HeaderMap,
     Path((mount, id)): Path<(String, u64)>,
 ) -> Response {
-    if let Some(r) = admin::refuse_unless_admin(&station, &headers) {
-        return r;
-    }
-    done(control::kill_client(&station, &mount_name(&mount), id))
+    admin_op(&station, &headers, || {
+        control::kill_client(&station, &mount_name(&mount), id)
+    })
 }
 
 async fn kill_source(
@@ -146,10 +157,9 @@ async fn kill_source(
     headers: HeaderMap,
     Path(mount): Path<String>,
 ) -> Response {
-    if let Some(r) = admin::refuse_unless_admin(&station, &headers) {
-        return r;
-    }
-    done(control::kill_source(&station, &mount_name(&mount)))
+    admin_op(&station, &headers, || {
+        control::kill_source(&station, &mount_name(&mount))
+    })
 }
 
 #[derive(Deserialize)]
@@ -185,14 +195,9 @@ async fn set_fallback(
     Path(mount): Path<String>,
     Json(body): Json<FallbackBody>,
 ) -> Response {
-    if let Some(r) = admin::refuse_unless_admin(&station, &headers) {
-        return r;
-    }
-    done(control::set_fallback(
-        &station,
-        &mount_name(&mount),
-        body.fallback.as_deref(),
-    ))
+    admin_op(&station, &headers, || {
+        control::set_fallback(&station, &mount_name(&mount), body.fallback.as_deref())
+    })
 }
 
 #[derive(Deserialize)]

@@ -10,17 +10,6 @@ use std::{
 
 use crate::support::*;
 
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "test peer `{tool}` is not installed: run `bash .ci/run`, which installs it"
-    );
-}
-
 fn require_python_shout() {
     let ok = Command::new("python3")
         .args(["-c", "import shout"])

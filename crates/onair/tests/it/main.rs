@@ -7,4 +7,5 @@ mod interop;
 mod ops;
 mod process;
 mod support;
+mod tls;
 mod wire;

@@ -592,16 +592,10 @@ async fn mismatched_fallback_formats_are_refused_at_start() {
         fb.display().to_string(),
         other.display().to_string()
     );
-    let raw: onair::config::RawConfig = toml::from_str(&text).unwrap();
-    let config = onair::config::Config::from_raw(
-        raw,
-        &onair::config::Overrides {
-            bind: Some("127.0.0.1:0".parse().unwrap()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let err = onair::station::start(config).await.unwrap_err().to_string();
+    let err = onair::station::start(config(&text, "127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("formats must match"), "{err}");
     assert!(
         err.contains("44100 Hz") && err.contains("48000 Hz"),

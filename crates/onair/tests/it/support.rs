@@ -21,25 +21,42 @@ pub const ADMIN: (&str, &str) = ("admin", "adminpw");
 /// Every network step in a test is bounded by this.
 pub const STEP: Duration = Duration::from_secs(10);
 
-pub async fn start(toml_text: &str) -> Running {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+/// The test configuration: `toml_text` with the test credentials, listening on `bind`.
+pub fn config(toml_text: &str, bind: SocketAddr) -> Config {
     let mut raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
     // The demo programme (on by default without mounts) would hold /stream: tests that
     // want it say so.
     raw.demo.enabled.get_or_insert(false);
     let ov = Overrides {
-        bind: Some("127.0.0.1:0".parse().unwrap()),
+        bind: Some(bind),
         source_password: Some(PASS.into()),
         admin_user: Some(ADMIN.0.into()),
         admin_password: Some(ADMIN.1.into()),
         music: None,
     };
-    station::start(Config::from_raw(raw, &ov).expect("valid config"))
+    Config::from_raw(raw, &ov).expect("valid config")
+}
+
+pub async fn start(toml_text: &str) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    station::start(config(toml_text, "127.0.0.1:0".parse().unwrap()))
         .await
         .expect("server starts")
+}
+
+/// Fails the test loudly when a third-party peer is missing.
+pub fn require(tool: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "test peer `{tool}` is not installed: run `bash .ci/run`, which installs it"
+    );
 }
 
 /// Starts a station whose SHOUTcast port is the main port + 1 (what SHOUTcast clients
@@ -177,16 +194,18 @@ pub async fn http_get(
         &format!("GET {path_and_query} HTTP/1.1\r\nHost: radio.test:8000\r\n{auth}Connection: close\r\n\r\n"),
     )
     .await;
+    let (status, body) = split_response(&resp);
+    (status, body.to_string())
+}
+
+/// (status code, body) of a raw HTTP response.
+pub fn split_response(resp: &str) -> (u16, &str) {
     let status = resp
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    (status, resp.split_once("\r\n\r\n").map_or("", |(_, b)| b))
 }
 
 /// Any method with an optional JSON body, `Connection: close`; returns (status, body).
@@ -209,12 +228,7 @@ pub async fn http_json(
         ),
     )
     .await;
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (status, body) = split_response(&resp);
     (status, serde_json::from_str(body).unwrap_or_default())
 }
 

@@ -79,8 +79,12 @@ pub struct Decoder {
     decoder: Box<dyn AudioDecoder>,
     /// A fresh decoder fed the packets the main one rejects: decoders lock onto the first
     /// format they see (symphonia's MP3 decoder refuses a new rate), so when the stream's
-    /// format changes, this one decodes the new format and takes over.
+    /// format changes, this one decodes the new format and, after two packets, takes over.
     shadow: Option<Box<dyn AudioDecoder>>,
+    /// The shadow's first block in a new format, until a second one confirms the change.
+    held: Option<Decoded>,
+    /// A block decoded ahead, returned by the next call.
+    pending: Option<Pcm>,
     track_id: u32,
     info: TrackInfo,
     corrupt: u64,
@@ -153,6 +157,8 @@ impl Decoder {
             format,
             decoder,
             shadow: None,
+            held: None,
+            pending: None,
             track_id,
             info,
             corrupt: 0,
@@ -173,6 +179,9 @@ impl Decoder {
 
     /// The next decoded block, or `None` at the end of the stream.
     pub fn next_block(&mut self) -> Result<Option<Pcm>, DecodeError> {
+        if let Some(p) = self.pending.take() {
+            return Ok(Some(p));
+        }
         if self.done {
             return Ok(None);
         }
@@ -196,6 +205,7 @@ impl Decoder {
                     let (decoder, track_id, info) = select_track(self.format.as_ref())?;
                     self.decoder = decoder;
                     self.shadow = None;
+                    self.held = None;
                     self.track_id = track_id;
                     self.info = info;
                     continue;
@@ -221,6 +231,7 @@ impl Decoder {
             let err = match decoded {
                 Ok(block) => {
                     self.shadow = None;
+                    self.held = None;
                     if let Some(pcm) = self.accept(block)? {
                         return Ok(Some(pcm));
                     }
@@ -278,16 +289,34 @@ impl Decoder {
             return Ok(None);
         };
         let decoded = guard("decoder", || decode_packet(shadow.as_mut(), packet))?;
-        let Ok(block) = decoded else { return Ok(None) };
-        let (rate, channels, _) = &block;
-        if (*rate, *channels) == (self.info.rate, usize::from(self.info.channels)) {
+        let Ok(block) = decoded else {
+            self.held = None;
+            return Ok(None);
+        };
+        let format = (block.0, block.1);
+        if format == (self.info.rate, usize::from(self.info.channels)) {
             // Same format: the main decoder's failure was damage, not a format change.
+            self.held = None;
             return Ok(None);
         }
-        if let Some(shadow) = self.shadow.take() {
-            self.decoder = shadow;
+        // A change must show in two packets in a row, so one junk frame that happens to
+        // parse as another format does not flip the stream's format back and forth.
+        match self.held.take() {
+            Some(first) if (first.0, first.1) == format => {
+                if let Some(shadow) = self.shadow.take() {
+                    self.decoder = shadow;
+                }
+                // The held packet was counted as corrupt when it arrived; it was not.
+                self.corrupt = self.corrupt.saturating_sub(1);
+                let first = self.accept(first)?;
+                self.pending = self.accept(block)?;
+                Ok(first.or(self.pending.take()))
+            }
+            _ => {
+                self.held = Some(block);
+                Ok(None)
+            }
         }
-        self.accept(block)
     }
 
     fn count_corrupt(&mut self) -> Result<(), DecodeError> {

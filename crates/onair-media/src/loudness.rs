@@ -32,7 +32,7 @@ const LOOKAHEAD_MS: u32 = 5;
 const RELEASE_MS: f64 = 150.0;
 /// Half-length of the interpolation kernel, in input samples (32 taps per phase).
 const HALF_TAPS: usize = 16;
-const _: () = assert!((2 * HALF_TAPS) % 8 == 0, "dot() works in lanes of 8");
+const _: () = assert!((2 * HALF_TAPS) & 7 == 0, "dot() works in lanes of 8");
 /// Oversampling factor of the peak estimate.
 const OVERSAMPLE: usize = 4;
 /// Internal safety margin under the ceiling: covers the interpolator's own ripple and the
@@ -175,6 +175,10 @@ pub struct Limiter {
     carry: Vec<f32>,
     /// Limited frames so far (gain under the requested one), for reporting.
     limited: u64,
+    /// Sample level under which a whole interpolation window cannot exceed the ceiling
+    /// (ceiling / the largest sum of |taps|), and the last frame that was above it.
+    quiet_below: f32,
+    last_loud: Option<u64>,
     /// Construction parameters, to reset after a flush.
     params: (u32, u16, f64, f64),
 }
@@ -212,12 +216,15 @@ impl Limiter {
         // Gain applied to frame j must be flat over [j - T, j + T]: the delay and hold window
         // below follow from that (T = HALF_TAPS, L = lookahead).
         let delay_frames = lookahead + 2 * HALF_TAPS;
+        let kernel = make_kernel();
         Limiter {
             channels,
             gain,
             ceiling,
             lookahead,
-            kernel: make_kernel(),
+            quiet_below: (ceiling / kernel_gain_bound(&kernel)) as f32,
+            last_loud: None,
+            kernel,
             history: vec![0.0; 4 * HALF_TAPS * channels],
             hist_pos: 0,
             delay: vec![0.0; delay_frames * channels],
@@ -301,11 +308,18 @@ impl Limiter {
             self.history[h] = v;
             self.history[h + span] = v;
             self.delay[d0 + c] = v;
+            if v.abs() > self.quiet_below {
+                self.last_loud = Some(self.pushed);
+            }
         }
         self.hist_pos = (self.hist_pos + 1) % span;
-        // The window, oldest first, holds frames m-T+1 ..= m+T.
+        // The window, oldest first, holds frames m-T+1 ..= m+T. When every sample in it is
+        // under `quiet_below`, no interpolated point can reach the ceiling: skip the work.
+        let window_loud = self
+            .last_loud
+            .is_some_and(|at| self.pushed - at < span as u64);
         let mut peak = 0.0f32;
-        for c in 0..ch {
+        for c in (0..ch).filter(|_| window_loud) {
             let start = c * 2 * span + self.hist_pos;
             let window = &self.history[start..start + span];
             peak = peak.max(window[HALF_TAPS - 1].abs());
@@ -375,6 +389,14 @@ impl Limiter {
             self.given += 1;
         }
     }
+}
+
+/// The most any phase of the kernel can amplify: the largest sum of |taps|.
+fn kernel_gain_bound(kernel: &[[f32; 2 * HALF_TAPS]]) -> f64 {
+    kernel
+        .iter()
+        .map(|taps| taps.iter().map(|t| f64::from(t.abs())).sum::<f64>())
+        .fold(1.0, f64::max)
 }
 
 /// Dot product in eight independent lanes (lets the compiler use SIMD).

@@ -3,8 +3,8 @@
 //! A piece has a key (major or minor), a tempo, a metre, a four-chord diatonic progression
 //! and a form: an intro cycle (pad, then bass), main cycles (pad, bass, a pentatonic melody
 //! built from a two-bar rhythmic motif, often an arpeggio), an outro cycle, and a held tonic
-//! chord. Melody notes on strong beats are chord tones; the pentatonic scale has no
-//! semitones, and the pad only adds a 7th or 9th that is in it, so nothing clashes.
+//! chord. Melody notes on strong beats are chord tones; no melody note and no added 7th or
+//! 9th sits a semitone from a chord tone.
 //!
 //! Invariants: the score is a pure function of (seed, piece index, rate); a piece lasts
 //! 60-120 s including its release tail; notes are sorted by start and bounded in number.
@@ -153,6 +153,12 @@ enum Section {
     Main,
     Breakdown,
     Outro,
+}
+
+/// Whether pitch class `pc` is a semitone away from any of `tones` (the one interval kept
+/// out of the music: minor seconds, major sevenths, minor ninths).
+fn rubs(pc: u8, tones: &[u8]) -> bool {
+    tones.iter().any(|&t| matches!((12 + pc - t) % 12, 1 | 11))
 }
 
 /// Composes piece number `index` of the programme seeded by `seed`.
@@ -304,7 +310,7 @@ impl Composer {
         let mut tones = vec![pc(0), pc(2), pc(4)];
         let in_penta = |p: u8| self.penta.iter().any(|&q| (self.root + q) % 12 == p);
         let colour = if self.rng.chance(0.5) { pc(6) } else { pc(1) };
-        if in_penta(colour) && self.rng.chance(0.7) {
+        if in_penta(colour) && !rubs(colour, &tones) && self.rng.chance(0.7) {
             tones.push(colour);
         }
         tones
@@ -470,7 +476,23 @@ impl Composer {
                     0
                 };
                 let step = *self.rng.pick(&[-2i64, -1, -1, 1, 1, 2, 0]) + pull;
-                idx = (idx as i64 + step).clamp(0, scale.len() as i64 - 1) as usize;
+                let dir = if step < 0 { -1 } else { 1 };
+                let top = scale.len() as i64 - 1;
+                let mut at = (idx as i64 + step).clamp(0, top);
+                // Passing notes too, never a semitone against the harmony: keep going in
+                // the same direction (the pentatonic's next tone is a whole tone or more on).
+                for _ in 0..3 {
+                    let pc = (scale[at as usize] as u8) % 12;
+                    if !rubs(pc, chord) {
+                        break;
+                    }
+                    at = if (0..=top).contains(&(at + dir)) {
+                        at + dir
+                    } else {
+                        at - dir
+                    };
+                }
+                idx = at as usize;
             }
             let beat = beat0 + f64::from(slot) * 0.5;
             let mut beats = f64::from(len) * 0.5 * 0.95;
@@ -509,6 +531,35 @@ mod tests {
                 assert!(p.notes.len() < 5000);
                 assert!(p.notes.iter().all(|n| n.start + n.gate < p.length));
                 assert!(p.title.starts_with("onair demo - "));
+            }
+        }
+    }
+
+    #[test]
+    fn no_semitone_rubs_against_the_harmony() {
+        for seed in 0..30u64 {
+            let p = compose(seed, 1, 22_050);
+            let pads: Vec<&Note> = p.notes.iter().filter(|n| n.part == Part::Pad).collect();
+            // Pad against pad (the chord itself), lead against the chord held at its start
+            // (a chord ending within a few frames of it is the previous chord).
+            for n in p
+                .notes
+                .iter()
+                .filter(|n| matches!(n.part, Part::Lead | Part::Pad))
+            {
+                for c in pads
+                    .iter()
+                    .filter(|c| c.start <= n.start && n.start + 16 < c.start + c.gate)
+                {
+                    let d = ((n.midi - c.midi).round() as i64).rem_euclid(12);
+                    assert!(
+                        d != 1 && d != 11,
+                        "{}: {:?} rubs against {:?}",
+                        p.title,
+                        n,
+                        c
+                    );
+                }
             }
         }
     }

@@ -180,6 +180,55 @@ fn every_format_decodes_to_the_right_tone_length_and_layout() {
 }
 
 #[test]
+fn mp3_with_id3v2_tags_and_cover_art_decodes() {
+    // Library files often carry a large ID3v2 tag (cover art) before the first frame.
+    let dir = TempDir::new("id3");
+    let (png, mp3) = (dir.path("cover.png"), dir.path("tagged.mp3"));
+    let p = |x: &std::path::Path| x.to_str().expect("utf-8 path").to_string();
+    crate::fixture::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=800x800:rate=1",
+        "-frames:v",
+        "1",
+        &p(&png),
+    ]);
+    crate::fixture::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=523:sample_rate=44100:duration=3",
+        "-i",
+        &p(&png),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "128k",
+        "-c:v",
+        "copy",
+        "-id3v2_version",
+        "3",
+        "-metadata",
+        "title=T\u{e4}st ' ; =",
+        &p(&mp3),
+    ]);
+    assert!(
+        std::fs::metadata(&mp3).expect("mp3").len() > 20_000,
+        "cover art is in the tag"
+    );
+    let mut d = Decoder::open(&mp3).expect("tagged mp3");
+    let (samples, rate, channels) = decode_all(&mut d);
+    assert_eq!((rate, channels), (44_100, 1));
+    assert!(((samples.len() as f64 / 44_100.0) - 3.0).abs() < 0.03);
+    check_tone(&samples, rate, channels, 523, "tagged.mp3");
+}
+
+#[test]
 fn lossless_containers_state_their_duration() {
     let dir = TempDir::new("duration");
     for (file, opts) in [
@@ -387,6 +436,41 @@ fn from_reader_decodes_live_streams_in_chunks() {
 }
 
 #[test]
+fn from_reader_joins_a_stream_mid_frame() {
+    // A relay or late joiner of a non-aligned server starts at an arbitrary byte.
+    let dir = TempDir::new("midjoin");
+    for (file, hint, opts) in [
+        (
+            "m.mp3",
+            "audio/mpeg",
+            &[
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "128k",
+                "-write_xing",
+                "0",
+                "-id3v2_version",
+                "0",
+            ][..],
+        ),
+        ("m.aac", "audio/aacp", &["-c:a", "aac", "-f", "adts"]),
+    ] {
+        let path = dir.path(file);
+        tone(&path, 440, 44_100, 2, 3.0, opts);
+        let data = std::fs::read(&path).expect("read");
+        let joined = data[1001..].to_vec();
+        let mut d = Decoder::from_reader(Box::new(std::io::Cursor::new(joined)), Some(hint))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let (samples, rate, channels) = decode_all(&mut d);
+        assert_eq!((rate, channels), (44_100, 2), "{file}");
+        let secs = samples.len() as f64 / 2.0 / 44_100.0;
+        assert!(secs > 2.5, "{file}: {secs} s");
+        check_tone(&samples, rate, channels, 440, file);
+    }
+}
+
+#[test]
 fn chained_ogg_reports_the_new_format_in_its_blocks() {
     // Two Ogg Vorbis links with different rates and layouts, concatenated as a live mount
     // does at a track change.
@@ -441,7 +525,9 @@ fn mp3_stream_changing_rate_and_layout_reports_it() {
         Decoder::from_reader(Box::new(std::io::Cursor::new(data)), Some("mp3")).expect("open");
     let mut formats = Vec::new();
     let mut tail = Vec::new();
+    let mut secs = 0.0;
     while let Some(p) = d.next_block().expect("decode") {
+        secs += p.duration().as_secs_f64();
         if formats.last() != Some(&(p.rate, p.channels)) {
             formats.push((p.rate, p.channels));
         }
@@ -452,6 +538,9 @@ fn mp3_stream_changing_rate_and_layout_reports_it() {
     assert_eq!(formats.first(), Some(&(44_100, 2)), "{formats:?}");
     assert_eq!(formats.last(), Some(&(48_000, 1)), "{formats:?}");
     assert_eq!((d.info().rate, d.info().channels), (48_000, 1));
+    // Both halves are there: at most a couple of frames are lost at the switch.
+    assert!((secs - 2.0).abs() < 0.1, "{secs} s of 2 s");
+    assert!(d.corrupt_packets() <= 3, "{} corrupt", d.corrupt_packets());
     let f = dominant(&tail[4800..], 48_000, 100.0, 4000.0);
     assert!((f - 880.0).abs() <= 5.0, "after the switch: {f} Hz");
 }

@@ -40,6 +40,40 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         music: Option<PathBuf>,
     },
+    /// Encode raw PCM from stdin to MP3 or Ogg/Opus and send it to an Icecast-compatible
+    /// server (onair, icecast2) as a source.
+    Encode(EncodeArgs),
+}
+
+#[derive(clap::Args)]
+struct EncodeArgs {
+    /// Input sample rate in Hz.
+    #[arg(long)]
+    rate: u32,
+    /// Input channels (interleaved).
+    #[arg(long, default_value_t = 1)]
+    channels: u16,
+    /// Input sample format: f32le, s16le or s16be.
+    #[arg(long, default_value = "s16le")]
+    format: String,
+    /// Where to send: http://source:PASSWORD@HOST:PORT/MOUNT
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// mp3 or opus.
+    #[arg(long, default_value = "mp3")]
+    codec: String,
+    /// Bitrate in kbit/s.
+    #[arg(long, default_value_t = 128)]
+    bitrate: u32,
+    /// Encoded sample rate (default: the input's if the codec supports it).
+    #[arg(long)]
+    sample_rate: Option<u32>,
+    /// Stream name announced to the server (ice-name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Title of the stream (sent as metadata).
+    #[arg(long)]
+    title: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,7 +109,105 @@ fn main() -> anyhow::Result<()> {
             let loaded = Config::load(config.as_deref(), &overrides)?;
             runtime.block_on(serve(loaded, config, overrides))
         }
+        Command::Encode(args) => runtime.block_on(encode(args)),
     }
+}
+
+/// `onair encode`: stdin → encoder input (a local mount) → upload to the remote server.
+async fn encode(args: EncodeArgs) -> anyhow::Result<()> {
+    use onair::{
+        config::{EncodingSettings, MountSettings},
+        input::{
+            encoder::{self, EncoderOptions, Message},
+            pcm::PcmLayout,
+        },
+        mount::Mount,
+        output::upload::{self, StreamDescription, Target},
+    };
+    use onair_media::{encode::Codec, pcm::SampleFormat};
+    let format = match args.format.to_ascii_lowercase().as_str() {
+        "f32le" => SampleFormat::F32Le,
+        "s16le" => SampleFormat::S16Le,
+        "s16be" => SampleFormat::S16Be,
+        other => anyhow::bail!("--format must be f32le, s16le or s16be, not {other:?}"),
+    };
+    let codec = match args.codec.to_ascii_lowercase().as_str() {
+        "mp3" => Codec::Mp3,
+        "opus" => Codec::Opus,
+        other => anyhow::bail!("--codec must be mp3 or opus, not {other:?}"),
+    };
+    anyhow::ensure!(
+        (1..=8).contains(&args.channels) && args.rate > 0,
+        "--rate must be positive and --channels 1..=8"
+    );
+    let target = Target::parse(&args.to)?;
+    let layout = PcmLayout {
+        format,
+        rate: args.rate,
+        channels: args.channels,
+    };
+    let encoding = EncodingSettings {
+        codec,
+        bitrate_kbps: args.bitrate,
+        sample_rate: args.sample_rate,
+        channels: None,
+    };
+    let settings = encoding.for_input(args.rate, args.channels);
+    let mount_settings = MountSettings {
+        // Small chunks: the remote server is the one that batches for its listeners.
+        chunk: Duration::from_millis(100),
+        ..MountSettings::default()
+    };
+    let mount = std::sync::Arc::new(Mount::new("/encode".into(), None, &mount_settings));
+    let token = tokio_util::sync::CancellationToken::new();
+    let opts = EncoderOptions::new(settings.clone(), "onair encode");
+    let (tx, task) = encoder::start(mount.clone(), opts, token.clone())?;
+    if let Some(title) = args.title {
+        tx.send_async(Message::Title(onair_proto::icy::StreamMeta {
+            title,
+            url: None,
+        }))
+        .await?;
+    }
+    let desc = StreamDescription {
+        content_type: codec.content_type().into(),
+        name: args.name,
+        description: None,
+    };
+    let uploading = tokio::spawn(upload::run(mount, target, desc, token.clone()));
+    let reader = std::thread::spawn(move || {
+        onair::input::stdin::read_pcm(std::io::stdin().lock(), layout, &tx)
+    });
+    eprintln!(
+        "onair encode: {} Hz {} ch {:?} -> {} {} kbit/s {} Hz {} ch -> {}",
+        args.rate,
+        args.channels,
+        format,
+        codec.name(),
+        settings.bitrate_kbps,
+        settings.rate,
+        settings.channels,
+        args.to.split('@').next_back().unwrap_or("")
+    );
+    let uploaded = tokio::select! {
+        r = uploading => r?,
+        _ = wait_for_signal() => {
+            token.cancel();
+            Ok(())
+        }
+    };
+    // The upload ends when the stream does (or fails): stop the encoder either way.
+    token.cancel();
+    let stopped = task.finished().await;
+    uploaded?;
+    stopped?;
+    // The reader may still block on stdin after an upload failure; only a clean end joins.
+    if reader.is_finished() {
+        reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the stdin reader panicked"))??;
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, path: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
@@ -132,6 +264,12 @@ fn print_banner(config: &Config, addr: SocketAddr) {
         "  send:     ffmpeg -re -i song.mp3 -c copy -content_type audio/mpeg -f mp3 icecast://source:{}@{host}/live",
         a.source_password
     );
+    if config.demo.enabled {
+        println!(
+            "  listen:   http://{host}{}  (built-in demo programme; a source sending to {} replaces it)",
+            config.demo.mount, config.demo.mount
+        );
+    }
     println!("  listen:   http://{host}/live  (any mount a source sends to)");
     for m in &config.mounts {
         println!("  mount:    http://{host}{}", m.name);

@@ -41,12 +41,13 @@ pub async fn run(station: Arc<Station>) -> Result<(), String> {
     let mut opts = EncoderOptions::new(settings, "onair demo programme");
     opts.headers.name = Some("onair demo".into());
     opts.headers.description = Some("A generated programme: connect a source to replace it".into());
-    let limits = &config.limits;
     loop {
+        // Never a takeover: the demo only takes a free mount.
+        let max_sources = station.config().limits.max_sources;
         let attached =
             station
                 .mounts
-                .attach_source(&demo.mount, opts.source_info(), limits.max_sources, None);
+                .attach_source(&demo.mount, opts.source_info(), max_sources, None);
         let Ok((mount, claim)) = attached else {
             tokio::select! {
                 _ = token.cancelled() => return Ok(()),

@@ -44,6 +44,10 @@
 //!   the supervisor token, a kill/takeover of the mount, or every sender being dropped. The
 //!   thread detaches its source and logs why.
 //!
+//! The thread waits through a handle to the tokio runtime it was started from, so the
+//! runtime must outlive it: stop encoders (token, `End`) before dropping the runtime, as the
+//! supervisor's shutdown does.
+//!
 //! Invariants: only whole frames/pages reach the mount; nothing codec-related runs on the
 //! async executor (the thread only uses the runtime handle to wait on the channel, timers
 //! and tokens); memory is bounded by the queue plus one encoder frame.
@@ -90,7 +94,8 @@ const MAX_PENDING_TITLES: usize = 16;
 /// What producers send.
 #[derive(Debug, Clone)]
 pub enum Message {
-    /// Audio at any rate/channel count (resampled to the encoder's).
+    /// Audio at any rate/channel count (resampled to the encoder's). Whole sample frames:
+    /// a trailing partial frame is dropped.
     Pcm(Pcm),
     /// Title from the next sample on.
     Title(StreamMeta),

@@ -9,4 +9,5 @@ pub mod playout;
 pub mod recording;
 pub mod shoutcast;
 pub mod source;
+pub mod stdin;
 pub mod transcode;

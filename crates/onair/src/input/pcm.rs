@@ -20,6 +20,7 @@ use tokio::{
 };
 
 use crate::{
+    conn::Conn,
     input::{
         encoder::{self, EncoderOptions, Message, PcmSender},
         source::{finish, log_connected, reply},
@@ -40,7 +41,7 @@ pub struct PcmLayout {
 
 /// Serves an authenticated source connection whose body is raw PCM.
 pub async fn run(
-    mut stream: crate::conn::Conn,
+    mut stream: Conn,
     peer: SocketAddr,
     head: RequestHead,
     body: Bytes,
@@ -65,13 +66,7 @@ pub async fn run(
     info.peer = peer;
     info.connected_at = SystemTime::now();
     let format = info.format;
-    let limits = &config.limits;
-    let (mount, claim) = match station.mounts.attach_source(
-        &mount_name,
-        info,
-        limits.max_sources,
-        limits.source_takeover,
-    ) {
+    let (mount, claim) = match station.attach_source(&mount_name, info) {
         Ok(ok) => ok,
         Err(e) => {
             tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
@@ -125,7 +120,7 @@ pub async fn run(
 
 /// Reads the body, decodes whole sample frames and hands them to the encoder.
 async fn pump(
-    stream: &mut crate::conn::Conn,
+    stream: &mut Conn,
     mut chunked: Option<ChunkedDecoder>,
     first: Bytes,
     layout: PcmLayout,

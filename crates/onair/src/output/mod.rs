@@ -1,3 +1,4 @@
 //! Outputs: everything that consumes a mount's audio.
 
 pub mod listener;
+pub mod upload;

@@ -60,8 +60,11 @@ where
             )
         }
     });
+    // No keep-alive: the front routes each connection once, by its first request, so a
+    // browser that reused this connection to fetch a mount (an <audio> on a page served
+    // here) would reach the web app and get a 404 instead of the stream.
     let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
+        .keep_alive(false)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {

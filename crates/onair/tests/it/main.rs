@@ -2,6 +2,7 @@
 //! bytes (wire) or real third-party clients (interop).
 
 mod autodj;
+mod browser;
 mod encoding;
 mod interop;
 mod ops;

@@ -163,24 +163,17 @@ fn onair_run(
 /// ffmpeg -re on a looped concat list of the same files, copied (no re-encode).
 fn ffmpeg_run(dir: &Path, files: &[PathBuf], secs: u64) -> std::thread::JoinHandle<Stats> {
     let list = dir.join("list.txt");
-    let text: String = files
-        .iter()
+    // The list repeats the files for the whole run (ffmpeg 5.1's -stream_loop does not
+    // loop the concat demuxer).
+    let passes = secs as usize / (TRACKS * TRACK_SECS as usize) + 2;
+    let text: String = (0..passes)
+        .flat_map(|_| files.iter())
         .map(|f| format!("file '{}'\n", f.display()))
         .collect();
     std::fs::write(&list, text).unwrap();
     let mut child = Command::new("ffmpeg")
         .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
+            "-nostdin", "-v", "error", "-re", "-f", "concat", "-safe", "0", "-i",
         ])
         .arg(&list)
         .args([

@@ -2,7 +2,7 @@
 //! playout engine for `ONAIR_BENCH_SECS` (default 600) of wall time and reports how far the
 //! release of each block strays from its media-time deadline (origin + media − lead), and
 //! the drift between media time and wall time at the end. The peer, measured in the same
-//! run on the same files: `ffmpeg -re -f concat ... -c copy -f mp3 pipe:1`, whose output
+//! run on the same files: `ffmpeg -re -f concat -i list -c copy -f mp3 pipe:1`, whose output
 //! is framed as it arrives and compared with wall time the same way.
 //!
 //! Run: `cargo bench -p onair --bench autodj_drift` (needs ffmpeg).
@@ -163,24 +163,17 @@ fn onair_run(
 /// ffmpeg -re on a looped concat list of the same files, copied (no re-encode).
 fn ffmpeg_run(dir: &Path, files: &[PathBuf], secs: u64) -> std::thread::JoinHandle<Stats> {
     let list = dir.join("list.txt");
-    let text: String = files
-        .iter()
+    // The list repeats the files for the whole run (ffmpeg 5.1's -stream_loop does not
+    // loop the concat demuxer).
+    let passes = secs as usize / (TRACKS * TRACK_SECS as usize) + 2;
+    let text: String = (0..passes)
+        .flat_map(|_| files.iter())
         .map(|f| format!("file '{}'\n", f.display()))
         .collect();
     std::fs::write(&list, text).unwrap();
     let mut child = Command::new("ffmpeg")
         .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
+            "-nostdin", "-v", "error", "-re", "-f", "concat", "-safe", "0", "-i",
         ])
         .arg(&list)
         .args([

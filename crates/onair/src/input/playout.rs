@@ -1,29 +1,37 @@
-//! The playout engine: plays a sequence of tracks as one continuous, consistent stream of
-//! whole frames, released in real time, with each track's title announced at the exact
-//! byte where the track starts. The AutoDJ drives it from its library; `onair push` drives
-//! it from an explicit list of files.
+//! The playout engine: plays a sequence of tracks as one continuous, consistent stream,
+//! released in real time, with each track's title announced at the exact byte where the
+//! track starts. The AutoDJ drives it from its library; `onair push` drives it from an
+//! explicit list of files.
 //!
 //! # API
 //!
 //! ```text
-//! let (playout, task) = Playout::start(settings, tracks, sink, token);
-//! supervisor.spawn_service("autodj", task);     // the pacing future; ends with PlayoutEnd
-//! playout.skip();                                // cut the current track at a frame boundary
-//! playout.pause(); playout.resume();             // stop/continue at the exact next frame
-//! playout.status()                               // now playing, media time, paused
+//! let mut settings = Settings::new("/autodj");          // name for logs; lead 0.5 s
+//! settings.on_air = Some(Arc::new(|t: &Track| ...));     // optional: each track as it starts
+//! // Passthrough (MP3 frames copied) into any Sink:
+//! let (playout, task) = Playout::start(settings, target, tracks, sink, token);
+//! // or decode + normalise + encode, into an encoder input (input::encoder::start):
+//! let (playout, task) = Playout::start_encoding(settings, Normalize::default(), tracks, pcm_tx, token);
+//! supervisor.spawn_service("autodj", task);   // the future ends with Ok(PlayoutEnd)
+//! playout.skip();                              // cut the current track at a frame/block boundary
+//! playout.pause(); playout.resume();           // hold / continue at the exact next frame
+//! playout.status()                             // now playing, media time, paused, counts
 //! ```
 //!
 //! - [`Tracks`] supplies tracks ([`TrackList`]: an explicit list, optionally shuffled and
 //!   looped; the AutoDJ's rotation is another implementation). `next_track` runs on the
 //!   producer thread and may block (waiting for a library scan).
-//! - [`Sink`] takes the output: [`Sink::track_start`] (the title, before the track's first
-//!   byte) and [`Sink::audio`] (whole units, already paced). [`MountSink`] produces into a
-//!   [`Mount`]. A sink that cannot take a block now (a push connection is down) returns
-//!   [`Delivery::Paused`]: the playout pauses and, on [`Playout::resume`], delivers that
-//!   same block again, so nothing is skipped or repeated.
-//! - Passthrough ([`Playout::start`]) copies MP3 frames from files already in the target format (tags,
-//!   Xing/Info/VBRI frames and partial frames removed by [`AudioFile::load`]); a file in
-//!   another format is skipped with a log line.
+//! - [`Sink`] (passthrough) takes the output: [`Sink::track_start`] (the title, before the
+//!   track's first byte) and [`Sink::audio`] (whole units, already paced). [`MountSink`]
+//!   produces into a [`Mount`]. A sink that cannot take a block now (a push connection is
+//!   down) returns [`Delivery::Paused`]: the playout pauses and, on [`Playout::resume`],
+//!   delivers that same block again, so nothing is skipped or repeated.
+//! - Passthrough ([`Playout::start`]) copies MP3 frames from files already in the target
+//!   format (tags, Xing/Info/VBRI frames and partial frames removed by
+//!   [`AudioFile::load`]); a file in another format is skipped with a log line.
+//! - Encoding ([`Playout::start_encoding`], module `encoding`) decodes any file, normalises
+//!   it and sends PCM and titles to the encoder input, which paces and places titles; pause
+//!   holds the producer between PCM blocks.
 //!
 //! Invariants:
 //! - Units are released on absolute deadlines from media time (sample counts,

@@ -340,8 +340,8 @@ async fn encode(args: EncodeArgs) -> anyhow::Result<()> {
         mount::Mount,
         output::push::{Mode, Push, PushSettings},
     };
-    use onair_proto::push::{Protocol, PushTarget};
     use onair_media::{encode::Codec, pcm::SampleFormat};
+    use onair_proto::push::{Protocol, PushTarget};
     let format = match args.format.to_ascii_lowercase().as_str() {
         "f32le" => SampleFormat::F32Le,
         "s16le" => SampleFormat::S16Le,

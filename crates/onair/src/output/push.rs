@@ -7,7 +7,7 @@
 //! the [`Backoff`] schedule, retries refusals such as `403 Mountpoint in use`, and re-sends
 //! the last title after each reconnect. Every state change is logged. An Ogg stream carries
 //! its titles in-band (its comment headers), so a remote that refuses the title request for
-//! an Ogg mount (icecast2 does) still shows them: that refusal is noted, not retried.
+//! an Ogg mount still passes them on to its listeners: that refusal is noted, not retried.
 //!
 //! Invariants: the remote only ever gets whole frames/pages from a frame boundary, Ogg
 //! codec headers first. In [`Mode::Relay`] a new connection starts at the live edge (where

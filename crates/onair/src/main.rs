@@ -166,6 +166,12 @@ struct EncodeArgs {
     /// Where to send: http://source:PASSWORD@HOST:PORT/MOUNT
     #[arg(long, value_name = "URL")]
     to: String,
+    /// icecast (PUT, falling back to SOURCE) or shoutcast (v1, on the port after URL's)
+    #[arg(long, default_value = "icecast")]
+    protocol: String,
+    /// Exit at the first network error instead of reconnecting
+    #[arg(long)]
+    once: bool,
     /// mp3 or opus.
     #[arg(long, default_value = "mp3")]
     codec: String,
@@ -323,7 +329,7 @@ async fn whep_pull(config: onair::bridge::BridgeConfig) -> anyhow::Result<()> {
     Ok(result?)
 }
 
-/// `onair encode`: stdin → encoder input (a local mount) → upload to the remote server.
+/// `onair encode`: stdin → encoder input (a local mount) → push to the remote server.
 async fn encode(args: EncodeArgs) -> anyhow::Result<()> {
     use onair::{
         config::{EncodingSettings, MountSettings},
@@ -332,9 +338,10 @@ async fn encode(args: EncodeArgs) -> anyhow::Result<()> {
             pcm::PcmLayout,
         },
         mount::Mount,
-        output::upload::{self, StreamDescription, Target},
+        output::push::{Mode, Push, PushSettings},
     };
     use onair_media::{encode::Codec, pcm::SampleFormat};
+    use onair_proto::push::{Protocol, PushTarget};
     let format = match args.format.to_ascii_lowercase().as_str() {
         "f32le" => SampleFormat::F32Le,
         "s16le" => SampleFormat::S16Le,
@@ -350,7 +357,9 @@ async fn encode(args: EncodeArgs) -> anyhow::Result<()> {
         (1..=8).contains(&args.channels) && args.rate > 0,
         "--rate must be positive and --channels 1..=8"
     );
-    let target = Target::parse(&args.to)?;
+    let target = PushTarget::parse(&args.to).context("--to")?;
+    let protocol = Protocol::parse(&args.protocol)
+        .with_context(|| format!("--protocol {:?}: use icecast or shoutcast", args.protocol))?;
     let layout = PcmLayout {
         format,
         rate: args.rate,
@@ -379,12 +388,19 @@ async fn encode(args: EncodeArgs) -> anyhow::Result<()> {
         }))
         .await?;
     }
-    let desc = StreamDescription {
-        content_type: codec.content_type().into(),
-        name: args.name,
-        description: None,
+    let settings_out = PushSettings {
+        target,
+        protocol,
+        info: onair_proto::icecast::StreamInfoHeaders {
+            name: args.name,
+            public: Some(false),
+            ..Default::default()
+        },
+        mode: Mode::Live,
+        once: args.once,
     };
-    let uploading = tokio::spawn(upload::run(mount, target, desc, token.clone()));
+    let to = settings_out.target.redacted();
+    let pushing = tokio::spawn(Push::new(mount, settings_out).run(token.clone()));
     let reader = std::thread::spawn(move || {
         onair::input::stdin::read_pcm(std::io::stdin().lock(), layout, &tx)
     });
@@ -397,21 +413,21 @@ async fn encode(args: EncodeArgs) -> anyhow::Result<()> {
         settings.bitrate_kbps,
         settings.rate,
         settings.channels,
-        args.to.split('@').next_back().unwrap_or("")
+        to
     );
-    let uploaded = tokio::select! {
-        r = uploading => r?,
+    let pushed = tokio::select! {
+        r = pushing => r?,
         _ = wait_for_signal() => {
             token.cancel();
             Ok(())
         }
     };
-    // The upload ends when the stream does (or fails): stop the encoder either way.
+    // The push ends when the stream does (or fails, with --once): stop the encoder either way.
     token.cancel();
     let stopped = task.finished().await;
-    uploaded?;
+    pushed?;
     stopped?;
-    // The reader may still block on stdin after an upload failure; only a clean end joins.
+    // The reader may still block on stdin after a push failure; only a clean end joins.
     if reader.is_finished() {
         reader
             .join()

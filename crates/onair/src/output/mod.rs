@@ -3,5 +3,4 @@
 pub mod listener;
 pub mod playlist_push;
 pub mod push;
-pub mod upload;
 pub mod ws_pcm;

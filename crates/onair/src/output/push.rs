@@ -5,7 +5,9 @@
 //! The push reads the mount like a listener does (whole chunks of whole frames, each tagged
 //! with its ICY block) and never exits on a network error (unless `once`): it reconnects on
 //! the [`Backoff`] schedule, retries refusals such as `403 Mountpoint in use`, and re-sends
-//! the last title after each reconnect. Every state change is logged.
+//! the last title after each reconnect. Every state change is logged. An Ogg stream carries
+//! its titles in-band (its comment headers), so a remote that refuses the title request for
+//! an Ogg mount still passes them on to its listeners: that refusal is noted, not retried.
 //!
 //! Invariants: the remote only ever gets whole frames/pages from a frame boundary, Ogg
 //! codec headers first. In [`Mode::Relay`] a new connection starts at the live edge (where
@@ -13,7 +15,8 @@
 //! repeats nothing); in [`Mode::Playout`] (the producer pauses while [`PushState`] is not
 //! `Streaming`) it resumes at the frame where the previous one broke: nothing the push had
 //! not handed to the kernel is skipped, and only the frame that was cut is sent again,
-//! whole. What the kernel had
+//! whole. In [`Mode::Live`] the first connection gets the mount's burst and later ones
+//! rejoin like a relay. What the kernel had
 //! accepted but the remote never read is lost with the connection; the socket's send buffer
 //! is kept small ([`SEND_BUFFER`]) to bound it.
 
@@ -100,6 +103,12 @@ pub enum Mode {
     /// new connection resumes at the frame where the last one broke; the push ends when
     /// the mount's source does.
     Playout,
+    /// Carries a live producer that never waits for the push (`onair encode`): the first
+    /// connection starts with the mount's burst (what was made while connecting), later
+    /// ones rejoin the live edge like [`Mode::Relay`] (audio made during an outage is
+    /// dropped, not sent late); the push ends when the mount's source does, and the source
+    /// must be attached before [`Push::run`].
+    Live,
 }
 
 /// What a push is doing (producers in [`Mode::Playout`] pause unless `Streaming`).
@@ -242,6 +251,8 @@ pub struct Push {
 struct TitleNote {
     connection: u64,
     meta: Option<StreamMeta>,
+    /// The stream carries its titles itself (Ogg): a refused update is not retried.
+    in_band: bool,
 }
 
 /// Where the push is in the mount.
@@ -331,9 +342,14 @@ impl Push {
         let mut method = SourceMethod::Put;
         let mut kept: Option<Cursor> = None;
         let mut connection = 0u64;
+        // Live: the last failure, reported if the source ends before a connection works.
+        let mut failed: Option<PushError> = None;
         loop {
             let Some(status) = self.wait_for_source(token).await else {
-                return Ok(());
+                return match failed {
+                    Some(e) if !token.is_cancelled() => Err(e),
+                    _ => Ok(()),
+                };
             };
             if self.settings.mode == Mode::Playout && kept.is_none() {
                 // From the start of the stream: the producer waits for the first connection.
@@ -355,6 +371,10 @@ impl Push {
                     let cursor = match self.settings.mode {
                         Mode::Relay => self.rejoin(kept.take()),
                         Mode::Playout => kept.take().map(|c| self.resume(c)),
+                        Mode::Live if connection == 0 => {
+                            self.mount.subscribe().map(|s| Cursor::new(s.start))
+                        }
+                        Mode::Live => self.rejoin(kept.take()),
                     };
                     let Some(mut cursor) = cursor else {
                         tracing::info!(%mount, to = %target, "push: the source left while connecting");
@@ -364,7 +384,12 @@ impl Push {
                     backoff.connected(Instant::now());
                     self.counters.connections.fetch_add(1, Ordering::Relaxed);
                     connection += 1;
-                    titles.send_modify(|n| n.connection = connection);
+                    failed = None;
+                    let in_band = self.format() == Format::Ogg;
+                    titles.send_modify(|n| {
+                        n.connection = connection;
+                        n.in_band = in_band;
+                    });
                     self.set_state(PushState::Streaming);
                     tracing::info!(%mount, to = %target, ?method, "push: streaming");
                     let mut sent = 0u64;
@@ -378,7 +403,7 @@ impl Push {
                             tracing::info!(%mount, to = %target, sent, "push: stopped (shutdown)");
                             return Ok(());
                         }
-                        End::SourceEnded if self.settings.mode == Mode::Playout => {
+                        End::SourceEnded if self.settings.mode != Mode::Relay => {
                             tracing::info!(%mount, to = %target, sent, "push: finished (end of stream)");
                             return Ok(());
                         }
@@ -414,6 +439,7 @@ impl Push {
             if self.settings.once {
                 return Err(failure);
             }
+            failed = Some(failure);
             self.set_state(PushState::Backoff);
             let delay = backoff.next_delay(Instant::now(), getrandom::u32().unwrap_or_default());
             tracing::info!(%mount, to = %target, attempt = backoff.failures(), "push: reconnecting in {:.1} s", delay.as_secs_f64());
@@ -424,13 +450,17 @@ impl Push {
         }
     }
 
-    /// Waits until the mount has a source; `None` on shutdown.
+    /// Waits until the mount has a source; `None` on shutdown, and in [`Mode::Live`] once
+    /// the source is gone (a live producer does not come back).
     async fn wait_for_source(&self, token: &CancellationToken) -> Option<MountStatus> {
         let mut logged = false;
         loop {
             let status = self.mount.status();
             if status.source.is_some() {
                 return Some(status);
+            }
+            if self.settings.mode == Mode::Live {
+                return None;
             }
             if !logged {
                 self.set_state(PushState::WaitingForSource);
@@ -824,6 +854,11 @@ async fn send_titles(
             match sent {
                 Ok(()) => {
                     tracing::info!(to = %target, title = %meta.title, "push: title sent");
+                    done = Some(note.clone());
+                    break;
+                }
+                Err(e @ PushError::Refused { .. }) if note.in_band => {
+                    tracing::info!(to = %target, title = %meta.title, error = %e, "push: title update refused; the stream carries it in-band");
                     done = Some(note.clone());
                     break;
                 }

@@ -754,6 +754,47 @@ async fn encode_command_streams_stdin_to_icecast2() {
     assert_eq!(peak_frequency(mid, 48_000, 100, 3000, 5), 440.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encode_command_sends_opus_titles_in_band_through_icecast2() {
+    require_ffmpeg();
+    let ice = start_icecast2();
+    let addr = ice.addr;
+    // 4 s of 48 kHz mono s16le.
+    let pcm: Vec<u8> = sine(440.0, 48_000, 1, 0, 192_000)
+        .samples
+        .iter()
+        .flat_map(|&s| onair_media::pcm::to_s16(s).to_le_bytes())
+        .collect();
+    let args: Vec<String> = vec![
+        "--rate".into(),
+        "48000".into(),
+        "--codec".into(),
+        "opus".into(),
+        "--title".into(),
+        "Opus to icecast2".into(),
+        "--to".into(),
+        format!("http://source:{PASS}@{addr}/live.opus"),
+    ];
+    let cli = tokio::task::spawn_blocking(move || run_encode_cli(&args, pcm));
+    let mut listener = listen_when_live(addr, "/live.opus", false).await;
+    read_to_end(&mut listener, Duration::from_secs(20)).await;
+    assert!(cli.await.unwrap().success(), "onair encode failed");
+    // The title reaches icecast2's listeners inside the stream, in an OpusTags header.
+    let tag = b"TITLE=Opus to icecast2";
+    let tags_at = listener.body.windows(8).position(|w| w == b"OpusTags");
+    assert!(
+        tags_at.is_some_and(|p| listener.body[p..].windows(tag.len()).any(|w| w == tag)),
+        "no OpusTags with the title in {} bytes",
+        listener.body.len()
+    );
+    let decoded = ffmpeg_pcm(&listener.body, 48_000);
+    assert!(
+        decoded.len() > 48_000 * 2,
+        "decoded {} samples",
+        decoded.len()
+    );
+}
+
 /// Encodes 1 s of tone, stalls for 3 s, ends; returns the seconds a listener decoded.
 async fn stalled_producer_seconds(silence_fill: bool) -> f64 {
     let srv = start("[defaults]\nchunk_ms = 100\n[[mount]]\nname = \"/stall\"\n").await;

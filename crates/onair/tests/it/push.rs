@@ -413,6 +413,81 @@ async fn playout_resumes_at_the_frame_where_the_connection_broke() {
     assert_eq!(*state.borrow(), PushState::Finished);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_push_rejoins_the_live_edge_and_ends_with_its_source() {
+    logs();
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = server.local_addr().unwrap();
+    let mount = Arc::new(Mount::new("/live".into(), None, &MountSettings::default()));
+    let mut producer = Producer::attach(mount.clone());
+    let settings = |to: SocketAddr| PushSettings {
+        target: PushTarget::parse(&format!("http://source:remotepw@{to}/relayed")).unwrap(),
+        protocol: Protocol::Icecast,
+        info: StreamInfoHeaders::default(),
+        mode: Mode::Live,
+        once: false,
+    };
+    // Made while the push connects: the first connection gets it (the mount's burst).
+    producer.play(0..10);
+    let push = Push::new(mount.clone(), settings(fake));
+    let mut state = push.state();
+    let token = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(push.run(token.clone()));
+    let mut first = accept_source(&server).await;
+    first.assert_source_credentials();
+    first
+        .stream
+        .write_all(b"HTTP/1.0 200 OK\r\n\r\n")
+        .await
+        .unwrap();
+    wait_state(&mut state, PushState::Streaming).await;
+    producer.play(10..20);
+    first.read_body(20 * FRAME_LEN).await;
+    assert_eq!(consecutive_frames(&first.body), (0..20).collect::<Vec<_>>());
+    drop(first);
+    wait_state(&mut state, PushState::Backoff).await;
+    // Made during the outage, then newer audio: a live push does not send the old late.
+    producer.play(20..30);
+    producer.play(30..35);
+    let mut second = accept_source(&server).await;
+    second
+        .stream
+        .write_all(b"HTTP/1.0 200 OK\r\n\r\n")
+        .await
+        .unwrap();
+    wait_state(&mut state, PushState::Streaming).await;
+    producer.play(35..45);
+    mount.detach_source(producer.ticket);
+    second.read_to_end().await;
+    let got = consecutive_frames(&second.body);
+    assert!(
+        got.first().is_some_and(|&f| (30..35).contains(&f)) && got.last() == Some(&44),
+        "rejoined at the live edge and sent to the end: {got:?}"
+    );
+    // The end of the source ends the push (a live producer does not come back).
+    timeout(STEP, run).await.unwrap().unwrap().unwrap();
+    assert_eq!(*state.borrow(), PushState::Finished);
+
+    // A source that ends while the remote is unreachable: the push reports why.
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut producer = Producer::attach(mount.clone());
+    let push = Push::new(mount.clone(), settings(gone));
+    let mut state = push.state();
+    let run = tokio::spawn(push.run(token.clone()));
+    wait_state(&mut state, PushState::Backoff).await;
+    producer.play(0..5);
+    mount.detach_source(producer.ticket);
+    let ended = timeout(STEP, run).await.unwrap().unwrap();
+    assert!(
+        matches!(ended, Err(onair::output::push::PushError::Connect { .. })),
+        "{ended:?}"
+    );
+}
+
 /// A real icecast2 on loopback, with its own config and log directory; killed on drop.
 struct Icecast {
     child: Option<Child>,

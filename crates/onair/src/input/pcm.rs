@@ -23,7 +23,7 @@ use crate::{
     conn::Conn,
     input::{
         encoder::{self, EncoderOptions, Message, PcmSender},
-        source::{finish, log_connected, reply},
+        source::{claim_or_refuse, finish, log_connected, reply},
     },
     station::Station,
 };
@@ -66,15 +66,10 @@ pub async fn run(
     info.peer = peer;
     info.connected_at = SystemTime::now();
     let format = info.format;
-    let (mount, claim) = match station.attach_source(&mount_name, info) {
-        Ok(ok) => ok,
-        Err(e) => {
-            tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
-            reply(&mut stream, 403, "Forbidden", &format!("{e}\n")).await;
-            return;
-        }
+    let Some((mount, claim)) = claim_or_refuse(&station, &mut stream, &mount_name, info).await
+    else {
+        return;
     };
-    Station::count(&station.counters.source_connections);
     log_connected(peer, &mount_name, &head.method, format, &claim);
     let ticket = claim.ticket;
     let cancel = claim.cancel.clone();

@@ -83,15 +83,10 @@ pub async fn run(
         user_agent: head.header("user-agent").unwrap_or("").to_string(),
         connected_at: SystemTime::now(),
     };
-    let (mount, claim) = match station.attach_source(&mount_name, info) {
-        Ok(ok) => ok,
-        Err(e) => {
-            tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
-            reply(&mut stream, 403, "Forbidden", &format!("{e}\n")).await;
-            return;
-        }
+    let Some((mount, claim)) = claim_or_refuse(&station, &mut stream, &mount_name, info).await
+    else {
+        return;
     };
-    Station::count(&station.counters.source_connections);
     let mut ok = Vec::new();
     if head.expects_continue() {
         ok.extend_from_slice(b"HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\n");
@@ -119,6 +114,28 @@ pub(crate) fn log_connected(
         tracing::info!(%peer, %mount, %method, ?format, "source connected: took over from a silent predecessor; listeners stay");
     } else {
         tracing::info!(%peer, %mount, %method, ?format, "source connected");
+    }
+}
+
+/// Claims the mount for an authenticated source, or answers 403 (in use, too many sources)
+/// and logs why. Counts the source connection.
+pub(crate) async fn claim_or_refuse(
+    station: &Station,
+    stream: &mut Conn,
+    mount_name: &str,
+    info: SourceInfo,
+) -> Option<(Arc<crate::mount::Mount>, SourceClaim)> {
+    let peer = info.peer;
+    match station.attach_source(mount_name, info) {
+        Ok(ok) => {
+            Station::count(&station.counters.source_connections);
+            Some(ok)
+        }
+        Err(e) => {
+            tracing::info!(%peer, mount = %mount_name, "source refused: {e}");
+            reply(stream, 403, "Forbidden", &format!("{e}\n")).await;
+            None
+        }
     }
 }
 

@@ -367,18 +367,46 @@ fn a_text_file_is_a_clear_error() {
     assert!(matches!(e, DecodeError::Open { .. }), "{e:?}");
 }
 
+/// 20 ms at 48 kHz: how far an Opus decode may be from ffmpeg's own.
+const OPUS_SLACK: u64 = 960;
+
 #[test]
-fn opus_is_refused_as_unsupported() {
+fn opus_files_decode_like_ffmpeg() {
     let dir = TempDir::new("opus");
-    let path = dir.path("t.opus");
-    tone(&path, 440, 48_000, 2, 1.0, &["-c:a", "libopus"]);
-    let e = Decoder::open(&path).expect_err("opus");
-    assert!(matches!(e, DecodeError::Unsupported(_)), "{e:?}");
-    // Same content under another name: found by its codec, not its name.
-    let renamed = dir.path("t.ogg");
-    std::fs::copy(&path, &renamed).expect("copy");
-    let e = Decoder::open(&renamed).expect_err("opus in .ogg");
-    assert!(matches!(e, DecodeError::Unsupported(_)), "{e:?}");
+    for (file, freq, src_rate, channels) in [
+        ("mono48.opus", 440, 48_000, 1),
+        ("stereo48.opus", 660, 48_000, 2),
+        // ffmpeg resamples to 48 kHz for libopus and records 44100 as the input rate.
+        ("stereo44.opus", 880, 44_100, 2),
+    ] {
+        let path = dir.path(file);
+        tone(&path, freq, src_rate, channels, SECS, &["-c:a", "libopus"]);
+        let reference = ffmpeg_decoded_frames(&path, channels);
+        // Same content under another name: found by its codec, not its name.
+        let renamed = dir.path(&file.replace(".opus", ".ogg"));
+        std::fs::copy(&path, &renamed).expect("copy");
+        for p in [&path, &renamed] {
+            let mut d = Decoder::open(p).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(d.info().codec, "opus", "{file}");
+            assert_eq!((d.info().rate, d.info().channels), (48_000, channels));
+            // The stated length excludes pre-skip and end padding.
+            let stated = d.info().duration.expect("seekable Ogg Opus states its length");
+            assert!((stated.as_secs_f64() - SECS).abs() <= 0.02, "{file}: {stated:?}");
+            let (samples, rate, ch) = decode_all(&mut d);
+            assert_eq!((rate, ch), (48_000, channels), "{file}");
+            let frames = samples.len() as u64 / u64::from(channels);
+            assert!(
+                frames.abs_diff(reference) <= OPUS_SLACK,
+                "{file}: decoded {frames} frames, ffmpeg decodes {reference}"
+            );
+            assert!(
+                frames.abs_diff(frames_of(SECS, 48_000)) <= OPUS_SLACK,
+                "{file}: {frames} frames for {SECS} s"
+            );
+            check_tone(&samples, rate, channels, freq, file);
+            assert_eq!(d.corrupt_packets(), 0, "{file}");
+        }
+    }
 }
 
 /// Hands out its bytes in small irregular chunks, like a socket.

@@ -382,9 +382,8 @@ fn make_hint(hint: Option<&str>) -> Hint {
             "audio/mpeg" | "audio/mp3" | "audio/mpeg3" | "audio/x-mpeg" => Some("mp3"),
             "audio/aac" | "audio/aacp" | "audio/x-aac" => Some("aac"),
             "audio/mp4" | "audio/x-m4a" | "audio/m4a" => Some("m4a"),
-            "audio/ogg" | "application/ogg" | "audio/vorbis" | "audio/x-vorbis+ogg" | "audio/opus" => {
-                Some("ogg")
-            }
+            "audio/ogg" | "application/ogg" | "audio/vorbis" | "audio/x-vorbis+ogg"
+            | "audio/opus" => Some("ogg"),
             "audio/flac" | "audio/x-flac" => Some("flac"),
             "audio/wav" | "audio/x-wav" | "audio/wave" | "audio/vnd.wave" => Some("wav"),
             "audio/aiff" | "audio/x-aiff" => Some("aiff"),
@@ -407,9 +406,7 @@ fn map_open_error(e: SymError) -> DecodeError {
     }
 }
 
-fn select_track(
-    format: &dyn FormatReader,
-) -> Result<(Engine, u32, TrackInfo), DecodeError> {
+fn select_track(format: &dyn FormatReader) -> Result<(Engine, u32, TrackInfo), DecodeError> {
     let track = format
         .default_track(TrackType::Audio)
         .or_else(|| format.first_track(TrackType::Audio))

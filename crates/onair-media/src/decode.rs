@@ -140,7 +140,7 @@ impl Decoder {
     ) -> Result<Decoder, DecodeError> {
         let hint = make_hint(hint);
         let mss = MediaSourceStream::new(source, Default::default());
-        let probed = guard("probe", || {
+        let probed = guard("symphonia probe", || {
             symphonia::default::get_probe().probe(
                 &hint,
                 mss,
@@ -197,7 +197,7 @@ impl Decoder {
 
     fn next_block_inner(&mut self) -> Result<Option<Pcm>, DecodeError> {
         loop {
-            let packet = match guard("demuxer", || self.format.next_packet())? {
+            let packet = match guard("symphonia demuxer", || self.format.next_packet())? {
                 Ok(Some(p)) => {
                     self.consecutive_read_errors = 0;
                     p
@@ -232,7 +232,7 @@ impl Decoder {
             }
             let decoder = match &mut self.decoder {
                 Engine::Opus(opus) => {
-                    match opus.decode(&packet) {
+                    match guard("libopus decoder", || opus.decode(&packet))? {
                         Ok(block) => {
                             if let Some(pcm) = self.accept(block)? {
                                 return Ok(Some(pcm));
@@ -245,7 +245,9 @@ impl Decoder {
                 }
                 Engine::Symphonia(d) => d,
             };
-            let decoded = guard("decoder", || decode_packet(decoder.as_mut(), &packet))?;
+            let decoded = guard("symphonia decoder", || {
+                decode_packet(decoder.as_mut(), &packet)
+            })?;
             let err = match decoded {
                 Ok(block) => {
                     self.shadow = None;
@@ -299,7 +301,7 @@ impl Decoder {
                 return Ok(None);
             };
             let params = decoder.codec_params().clone();
-            let made = guard("decoder setup", || {
+            let made = guard("symphonia decoder setup", || {
                 symphonia::default::get_codecs()
                     .make_audio_decoder(&params, &AudioDecoderOptions::default())
             })?;
@@ -311,7 +313,9 @@ impl Decoder {
         let Some(shadow) = self.shadow.as_mut() else {
             return Ok(None);
         };
-        let decoded = guard("decoder", || decode_packet(shadow.as_mut(), packet))?;
+        let decoded = guard("symphonia decoder", || {
+            decode_packet(shadow.as_mut(), packet)
+        })?;
         let Ok(block) = decoded else {
             self.held = None;
             return Ok(None);
@@ -352,12 +356,12 @@ impl Decoder {
     }
 }
 
-/// Runs a call into symphonia with a panic turned into an error: a decoder bug on hostile
+/// Runs a call into symphonia or libopus with a panic turned into an error: a decoder bug on hostile
 /// input must end one stream, not the thread serving a station. The decoder is not used again
 /// after a fault (`next_block` marks itself done on any error).
 fn guard<T>(stage: &str, f: impl FnOnce() -> T) -> Result<T, DecodeError> {
     catch_unwind(AssertUnwindSafe(f))
-        .map_err(|_| DecodeError::DecoderFault(format!("panic in symphonia {stage}")))
+        .map_err(|_| DecodeError::DecoderFault(format!("panic in {stage}")))
 }
 
 /// Rate, channel count and interleaved samples of one decoded packet.
@@ -426,7 +430,7 @@ fn select_track(format: &dyn FormatReader) -> Result<(Engine, u32, TrackInfo), D
         };
         return Ok((Engine::Opus(Box::new(opus)), track.id, info));
     }
-    let made = guard("decoder setup", || {
+    let made = guard("symphonia decoder setup", || {
         symphonia::default::get_codecs().make_audio_decoder(params, &AudioDecoderOptions::default())
     })?;
     let decoder = made.map_err(|e| match e {

@@ -12,7 +12,12 @@
 //! - Each block carries its own rate and channel count, so a mid-stream format change (a new
 //!   link in a chained Ogg stream, an MP3 stream switching sample rate) shows in the block;
 //!   [`Decoder::info`] follows the latest block.
-//! - Opus is not decoded here (the Opus decoder lives elsewhere): it is reported as
+//! - Opus tracks (Ogg Opus, RFC 7845) are decoded by [`crate::opus::OpusDecoder`] at 48 kHz,
+//!   not by symphonia: each logical stream drops its OpusHead pre-skip at its start (counted
+//!   from the packet's granule-derived timestamp, so a stream joined mid-way drops nothing),
+//!   applies the OpusHead output gain, and drops the end padding the last page's granule
+//!   position marks. A new chain link brings a new OpusHead and a fresh decoder. Only
+//!   channel mapping family 0 (mono, stereo) is decoded; others are
 //!   [`DecodeError::Unsupported`].
 
 use std::fs::File;
@@ -22,7 +27,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use symphonia::core::codecs::audio::well_known::CODEC_ID_OPUS;
-use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
+use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, Track, TrackType};
@@ -30,6 +35,7 @@ use symphonia::core::io::{MediaSource, MediaSourceStream, ReadOnlySource};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::packet::Packet;
 
+use crate::opus::OpusDecoder;
 use crate::pcm::Pcm;
 
 /// Decode failures in a row (without one good packet between) after which a stream is
@@ -76,7 +82,7 @@ pub struct TrackInfo {
 
 pub struct Decoder {
     format: Box<dyn FormatReader>,
-    decoder: Box<dyn AudioDecoder>,
+    decoder: Engine,
     /// A fresh decoder fed the packets the main one rejects: decoders lock onto the first
     /// format they see (symphonia's MP3 decoder refuses a new rate), so when the stream's
     /// format changes, this one decodes the new format and, after two packets, takes over.
@@ -107,7 +113,6 @@ impl Decoder {
     /// Opens a file; its extension is the probe's first guess (content decides).
     pub fn open(path: &Path) -> Result<Decoder, DecodeError> {
         let ext = path.extension().and_then(|e| e.to_str());
-        reject_opus_hint(ext)?;
         let file = File::open(path).map_err(|source| DecodeError::Open {
             path: path.display().to_string(),
             source,
@@ -121,13 +126,11 @@ impl Decoder {
         r: Box<dyn Read + Send + Sync>,
         hint: Option<&str>,
     ) -> Result<Decoder, DecodeError> {
-        reject_opus_hint(hint)?;
         Decoder::from_source(Box::new(ReadOnlySource::new(r)), hint)
     }
 
     /// Decodes an in-memory file (seekable, so durations from trailing headers are found).
     pub fn from_bytes(bytes: Vec<u8>, hint: Option<&str>) -> Result<Decoder, DecodeError> {
-        reject_opus_hint(hint)?;
         Decoder::from_source(Box::new(std::io::Cursor::new(bytes)), hint)
     }
 
@@ -137,7 +140,7 @@ impl Decoder {
     ) -> Result<Decoder, DecodeError> {
         let hint = make_hint(hint);
         let mss = MediaSourceStream::new(source, Default::default());
-        let probed = guard("probe", || {
+        let probed = guard("symphonia probe", || {
             symphonia::default::get_probe().probe(
                 &hint,
                 mss,
@@ -194,7 +197,7 @@ impl Decoder {
 
     fn next_block_inner(&mut self) -> Result<Option<Pcm>, DecodeError> {
         loop {
-            let packet = match guard("demuxer", || self.format.next_packet())? {
+            let packet = match guard("symphonia demuxer", || self.format.next_packet())? {
                 Ok(Some(p)) => {
                     self.consecutive_read_errors = 0;
                     p
@@ -227,7 +230,24 @@ impl Decoder {
             if packet.track_id != self.track_id {
                 continue;
             }
-            let decoded = guard("decoder", || decode_packet(self.decoder.as_mut(), &packet))?;
+            let decoder = match &mut self.decoder {
+                Engine::Opus(opus) => {
+                    match guard("libopus decoder", || opus.decode(&packet))? {
+                        Ok(block) => {
+                            if let Some(pcm) = self.accept(block)? {
+                                return Ok(Some(pcm));
+                            }
+                        }
+                        // A damaged packet is lost; libopus keeps its state for the next one.
+                        Err(_) => self.count_corrupt()?,
+                    }
+                    continue;
+                }
+                Engine::Symphonia(d) => d,
+            };
+            let decoded = guard("symphonia decoder", || {
+                decode_packet(decoder.as_mut(), &packet)
+            })?;
             let err = match decoded {
                 Ok(block) => {
                     self.shadow = None;
@@ -247,7 +267,9 @@ impl Decoder {
                     return Err(DecodeError::Unsupported(what.to_string()))
                 }
                 SymError::ResetRequired => {
-                    self.decoder.reset();
+                    if let Engine::Symphonia(d) = &mut self.decoder {
+                        d.reset();
+                    }
                     self.count_corrupt()?;
                 }
                 // Malformed data, a packet cut short, a limit hit: this packet is lost, the
@@ -275,8 +297,11 @@ impl Decoder {
     /// a different format, the shadow becomes the main decoder.
     fn try_shadow(&mut self, packet: &Packet) -> Result<Option<Pcm>, DecodeError> {
         if self.shadow.is_none() {
-            let params = self.decoder.codec_params().clone();
-            let made = guard("decoder setup", || {
+            let Engine::Symphonia(decoder) = &self.decoder else {
+                return Ok(None);
+            };
+            let params = decoder.codec_params().clone();
+            let made = guard("symphonia decoder setup", || {
                 symphonia::default::get_codecs()
                     .make_audio_decoder(&params, &AudioDecoderOptions::default())
             })?;
@@ -288,7 +313,9 @@ impl Decoder {
         let Some(shadow) = self.shadow.as_mut() else {
             return Ok(None);
         };
-        let decoded = guard("decoder", || decode_packet(shadow.as_mut(), packet))?;
+        let decoded = guard("symphonia decoder", || {
+            decode_packet(shadow.as_mut(), packet)
+        })?;
         let Ok(block) = decoded else {
             self.held = None;
             return Ok(None);
@@ -304,7 +331,7 @@ impl Decoder {
         match self.held.take() {
             Some(first) if (first.0, first.1) == format => {
                 if let Some(shadow) = self.shadow.take() {
-                    self.decoder = shadow;
+                    self.decoder = Engine::Symphonia(shadow);
                 }
                 // The held packet was counted as corrupt when it arrived; it was not.
                 self.corrupt = self.corrupt.saturating_sub(1);
@@ -329,12 +356,12 @@ impl Decoder {
     }
 }
 
-/// Runs a call into symphonia with a panic turned into an error: a decoder bug on hostile
+/// Runs a call into symphonia or libopus with a panic turned into an error: a decoder bug on hostile
 /// input must end one stream, not the thread serving a station. The decoder is not used again
 /// after a fault (`next_block` marks itself done on any error).
 fn guard<T>(stage: &str, f: impl FnOnce() -> T) -> Result<T, DecodeError> {
     catch_unwind(AssertUnwindSafe(f))
-        .map_err(|_| DecodeError::DecoderFault(format!("panic in symphonia {stage}")))
+        .map_err(|_| DecodeError::DecoderFault(format!("panic in {stage}")))
 }
 
 /// Rate, channel count and interleaved samples of one decoded packet.
@@ -345,17 +372,6 @@ fn decode_packet(decoder: &mut dyn AudioDecoder, packet: &Packet) -> Result<Deco
     let mut samples = Vec::new();
     buf.copy_to_vec_interleaved(&mut samples);
     Ok((buf.spec().rate(), buf.spec().channels().count(), samples))
-}
-
-fn reject_opus_hint(hint: Option<&str>) -> Result<(), DecodeError> {
-    match hint.map(str::to_ascii_lowercase).as_deref() {
-        Some("opus" | "audio/opus") => Err(opus_unsupported()),
-        _ => Ok(()),
-    }
-}
-
-fn opus_unsupported() -> DecodeError {
-    DecodeError::Unsupported("Opus is decoded by the Opus decoder, not by decode".into())
 }
 
 fn make_hint(hint: Option<&str>) -> Hint {
@@ -370,7 +386,8 @@ fn make_hint(hint: Option<&str>) -> Hint {
             "audio/mpeg" | "audio/mp3" | "audio/mpeg3" | "audio/x-mpeg" => Some("mp3"),
             "audio/aac" | "audio/aacp" | "audio/x-aac" => Some("aac"),
             "audio/mp4" | "audio/x-m4a" | "audio/m4a" => Some("m4a"),
-            "audio/ogg" | "application/ogg" | "audio/vorbis" | "audio/x-vorbis+ogg" => Some("ogg"),
+            "audio/ogg" | "application/ogg" | "audio/vorbis" | "audio/x-vorbis+ogg"
+            | "audio/opus" => Some("ogg"),
             "audio/flac" | "audio/x-flac" => Some("flac"),
             "audio/wav" | "audio/x-wav" | "audio/wave" | "audio/vnd.wave" => Some("wav"),
             "audio/aiff" | "audio/x-aiff" => Some("aiff"),
@@ -393,9 +410,7 @@ fn map_open_error(e: SymError) -> DecodeError {
     }
 }
 
-fn select_track(
-    format: &dyn FormatReader,
-) -> Result<(Box<dyn AudioDecoder>, u32, TrackInfo), DecodeError> {
+fn select_track(format: &dyn FormatReader) -> Result<(Engine, u32, TrackInfo), DecodeError> {
     let track = format
         .default_track(TrackType::Audio)
         .or_else(|| format.first_track(TrackType::Audio))
@@ -406,9 +421,16 @@ fn select_track(
         .and_then(|p| p.audio())
         .ok_or(DecodeError::NoAudioTrack)?;
     if params.codec == CODEC_ID_OPUS {
-        return Err(opus_unsupported());
+        let opus = OpusTrack::new(params)?;
+        let info = TrackInfo {
+            rate: 48_000,
+            channels: opus.channels,
+            duration: opus_duration(track),
+            codec: "opus".into(),
+        };
+        return Ok((Engine::Opus(Box::new(opus)), track.id, info));
     }
-    let made = guard("decoder setup", || {
+    let made = guard("symphonia decoder setup", || {
         symphonia::default::get_codecs().make_audio_decoder(params, &AudioDecoderOptions::default())
     })?;
     let decoder = made.map_err(|e| match e {
@@ -429,7 +451,92 @@ fn select_track(
         duration: track_duration(track, rate),
         codec: decoder.codec_info().short_name.to_string(),
     };
-    Ok((decoder, track.id, info))
+    Ok((Engine::Symphonia(decoder), track.id, info))
+}
+
+/// What turns the selected track's packets into samples.
+enum Engine {
+    Symphonia(Box<dyn AudioDecoder>),
+    /// Symphonia demuxes Ogg Opus but has no Opus decoder: libopus does it.
+    Opus(Box<OpusTrack>),
+}
+
+/// The Opus decoder of one logical stream, with the RFC 7845 framing rules applied.
+struct OpusTrack {
+    decoder: OpusDecoder,
+    channels: u16,
+    /// Linear factor from the OpusHead output gain.
+    gain: f32,
+    /// Frames from the stream's start (timestamp 0) that are encoder priming.
+    pre_skip: u64,
+    scratch: Vec<f32>,
+}
+
+/// Size of a version-0/1 OpusHead packet for mapping family 0 (RFC 7845 section 5.1).
+const OPUS_HEAD_MIN: usize = 19;
+
+impl OpusTrack {
+    fn new(params: &AudioCodecParameters) -> Result<OpusTrack, DecodeError> {
+        let head = params
+            .extra_data
+            .as_deref()
+            .ok_or_else(|| DecodeError::Malformed("Opus track without OpusHead".into()))?;
+        if head.len() < OPUS_HEAD_MIN || &head[..8] != b"OpusHead" {
+            return Err(DecodeError::Malformed("bad OpusHead".into()));
+        }
+        let channels = u16::from(head[9]);
+        let pre_skip = u16::from_le_bytes([head[10], head[11]]);
+        let gain_q8 = i16::from_le_bytes([head[16], head[17]]);
+        let family = head[18];
+        if family != 0 {
+            return Err(DecodeError::Unsupported(format!(
+                "Opus channel mapping family {family} ({channels} channels); only mono and stereo \
+                 (family 0) are decoded"
+            )));
+        }
+        let decoder = OpusDecoder::new(48_000, channels)
+            .map_err(|e| DecodeError::Unsupported(format!("Opus stream: {e}")))?;
+        Ok(OpusTrack {
+            decoder,
+            channels,
+            // Q7.8 dB, applied on output as RFC 7845 asks.
+            gain: 10f32.powf(f32::from(gain_q8) / (20.0 * 256.0)),
+            pre_skip: u64::from(pre_skip),
+            scratch: Vec::new(),
+        })
+    }
+
+    fn decode(&mut self, packet: &Packet) -> Result<Decoded, crate::opus::OpusError> {
+        self.scratch.clear();
+        let frames = self.decoder.decode(&packet.data, &mut self.scratch)?;
+        let ch = usize::from(self.channels);
+        // Priming: the frames of this packet whose timestamp (granule based, 0 at the start
+        // of the link) is below pre-skip. A stream joined mid-way starts past it.
+        let pts = u64::try_from(packet.pts.get()).unwrap_or(0);
+        let head = usize::try_from(self.pre_skip.saturating_sub(pts))
+            .unwrap_or(usize::MAX)
+            .min(frames);
+        // Padding: what the last page's granule position says lies past the end.
+        let tail = usize::try_from(packet.trim_end.get())
+            .unwrap_or(usize::MAX)
+            .min(frames - head);
+        let mut samples = self.scratch[head * ch..(frames - tail) * ch].to_vec();
+        if self.gain != 1.0 {
+            for v in &mut samples {
+                *v *= self.gain;
+            }
+        }
+        Ok((48_000, ch, samples))
+    }
+}
+
+/// Length of an Opus track: the demuxer's count includes the pre-skip frames.
+fn opus_duration(track: &Track) -> Option<Duration> {
+    let frames = track.num_frames.or(track.duration.map(|d| d.get()))?;
+    let frames = frames.saturating_sub(u64::from(track.delay.unwrap_or(0)));
+    Some(Duration::from_nanos(
+        u64::try_from(u128::from(frames) * 1_000_000_000 / 48_000).ok()?,
+    ))
 }
 
 fn track_duration(track: &Track, rate: u32) -> Option<Duration> {
@@ -448,7 +555,7 @@ mod tests {
 
     #[test]
     fn mime_hints_map_to_extensions() {
-        // Only checks that parsing does not panic on odd input and that opus is refused.
+        // Only checks that parsing does not panic on odd input.
         for h in [
             "audio/mpeg; charset=x",
             "MP3",
@@ -460,11 +567,6 @@ mod tests {
         ] {
             let _ = make_hint(Some(h));
         }
-        assert!(matches!(
-            reject_opus_hint(Some("Audio/Opus")),
-            Err(DecodeError::Unsupported(_))
-        ));
-        assert!(reject_opus_hint(Some("ogg")).is_ok());
     }
 
     #[test]

@@ -367,18 +367,290 @@ fn a_text_file_is_a_clear_error() {
     assert!(matches!(e, DecodeError::Open { .. }), "{e:?}");
 }
 
+/// 20 ms at 48 kHz: how far an Opus decode may be from ffmpeg's own.
+const OPUS_SLACK: u64 = 960;
+
 #[test]
-fn opus_is_refused_as_unsupported() {
+fn opus_files_decode_like_ffmpeg() {
     let dir = TempDir::new("opus");
+    for (file, freq, src_rate, channels) in [
+        ("mono48.opus", 440, 48_000, 1),
+        ("stereo48.opus", 660, 48_000, 2),
+        // ffmpeg resamples to 48 kHz for libopus and records 44100 as the input rate.
+        ("stereo44.opus", 880, 44_100, 2),
+    ] {
+        let path = dir.path(file);
+        tone(&path, freq, src_rate, channels, SECS, &["-c:a", "libopus"]);
+        let reference = ffmpeg_decoded_frames(&path, channels);
+        // Same content under another name: found by its codec, not its name.
+        let renamed = dir.path(&file.replace(".opus", ".ogg"));
+        std::fs::copy(&path, &renamed).expect("copy");
+        for p in [&path, &renamed] {
+            let mut d = Decoder::open(p).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(d.info().codec, "opus", "{file}");
+            assert_eq!((d.info().rate, d.info().channels), (48_000, channels));
+            // The stated length excludes pre-skip and end padding.
+            let stated = d
+                .info()
+                .duration
+                .expect("seekable Ogg Opus states its length");
+            assert!(
+                (stated.as_secs_f64() - SECS).abs() <= 0.02,
+                "{file}: {stated:?}"
+            );
+            let (samples, rate, ch) = decode_all(&mut d);
+            assert_eq!((rate, ch), (48_000, channels), "{file}");
+            let frames = samples.len() as u64 / u64::from(channels);
+            assert!(
+                frames.abs_diff(reference) <= OPUS_SLACK,
+                "{file}: decoded {frames} frames, ffmpeg decodes {reference}"
+            );
+            assert!(
+                frames.abs_diff(frames_of(SECS, 48_000)) <= OPUS_SLACK,
+                "{file}: {frames} frames for {SECS} s"
+            );
+            check_tone(&samples, rate, channels, freq, file);
+            assert_eq!(d.corrupt_packets(), 0, "{file}");
+        }
+    }
+}
+
+/// Ogg page checksum (RFC 3533: CRC-32, polynomial 0x04c11db7, no reflection, zero init).
+fn ogg_crc(page: &[u8]) -> u32 {
+    page.iter().fold(0u32, |mut crc, &b| {
+        crc ^= u32::from(b) << 24;
+        for _ in 0..8 {
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04c1_1db7
+            } else {
+                crc << 1
+            };
+        }
+        crc
+    })
+}
+
+/// Rewrites the first page's OpusHead output gain (Q7.8 dB) and fixes the page checksum.
+fn set_opus_head_gain(data: &mut [u8], gain_q8: i16) {
+    let head = data
+        .windows(8)
+        .position(|w| w == b"OpusHead")
+        .expect("OpusHead");
+    data[head + 16..head + 18].copy_from_slice(&gain_q8.to_le_bytes());
+    // The BOS page holds only OpusHead: it ends with it.
+    let end = head + 19;
+    data[22..26].fill(0);
+    let crc = ogg_crc(&data[..end]);
+    data[22..26].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn opus_head_output_gain_is_applied() {
+    let dir = TempDir::new("opusgain");
+    let path = dir.path("g.opus");
+    tone(&path, 440, 48_000, 1, 2.0, &["-c:a", "libopus"]);
+    let plain = std::fs::read(&path).expect("read");
+    let mut quiet = plain.clone();
+    // -6.02 dB: half amplitude.
+    set_opus_head_gain(&mut quiet, -1541);
+    let decode = |bytes: Vec<u8>| {
+        let mut d = Decoder::from_bytes(bytes, Some("opus")).expect("open");
+        let (samples, _, _) = decode_all(&mut d);
+        assert_eq!(d.corrupt_packets(), 0);
+        samples
+    };
+    let (a, b) = (decode(plain), decode(quiet));
+    assert_eq!(a.len(), b.len());
+    let rms = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+    let ratio = rms(&b) / rms(&a);
+    assert!((ratio - 0.5).abs() < 0.01, "gain ratio {ratio}");
+}
+
+#[test]
+fn opus_with_more_than_two_channels_is_refused_clearly() {
+    let dir = TempDir::new("opus51");
+    let path = dir.path("s.opus");
+    tone(&path, 440, 48_000, 6, 1.0, &["-c:a", "libopus"]);
+    let e = Decoder::open(&path).expect_err("5.1 Opus");
+    assert!(matches!(e, DecodeError::Unsupported(_)), "{e:?}");
+    assert!(e.to_string().contains("mapping family 1"), "{e}");
+}
+
+#[test]
+fn damaged_opus_decodes_what_it_can() {
+    let dir = TempDir::new("opusbad");
     let path = dir.path("t.opus");
-    tone(&path, 440, 48_000, 2, 1.0, &["-c:a", "libopus"]);
-    let e = Decoder::open(&path).expect_err("opus");
-    assert!(matches!(e, DecodeError::Unsupported(_)), "{e:?}");
-    // Same content under another name: found by its codec, not its name.
-    let renamed = dir.path("t.ogg");
-    std::fs::copy(&path, &renamed).expect("copy");
-    let e = Decoder::open(&renamed).expect_err("opus in .ogg");
-    assert!(matches!(e, DecodeError::Unsupported(_)), "{e:?}");
+    // 100 ms pages, as a live encoder makes (ffmpeg's default is 1 s).
+    tone(
+        &path,
+        660,
+        48_000,
+        2,
+        SECS,
+        &["-c:a", "libopus", "-page_duration", "100000"],
+    );
+    let data = std::fs::read(&path).expect("read");
+
+    // Cut short, as a copy interrupted mid-page.
+    let cut = dir.path("cut.opus");
+    std::fs::write(&cut, &data[..data.len() * 3 / 5]).expect("write");
+    let reference = ffmpeg_decoded_frames(&cut, 2);
+    let mut d = Decoder::open(&cut).expect("open cut");
+    let (samples, _, _) = decode_all(&mut d);
+    let frames = samples.len() as u64 / 2;
+    assert!(
+        frames.abs_diff(reference) <= OPUS_SLACK && frames > 48_000,
+        "cut: decoded {frames} frames, ffmpeg decodes {reference}"
+    );
+
+    // Garbage over the middle: the pages it hits fail their checksum and are lost, as in
+    // ffmpeg; the rest plays on.
+    let mut bad = data.clone();
+    let mid = bad.len() / 2;
+    let mut x = 0x1234_5678u32;
+    for b in &mut bad[mid..mid + 3000] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let bad_path = dir.path("bad.opus");
+    std::fs::write(&bad_path, &bad).expect("write");
+    let reference = ffmpeg_decoded_frames(&bad_path, 2);
+    for (what, mut d) in [
+        ("file", Decoder::open(&bad_path).expect("open bad")),
+        (
+            "stream",
+            Decoder::from_reader(
+                Box::new(Trickle {
+                    data: bad.clone(),
+                    pos: 0,
+                    n: 0,
+                }),
+                Some("audio/ogg"),
+            )
+            .expect("open bad stream"),
+        ),
+    ] {
+        let (samples, _, _) = decode_all(&mut d);
+        let frames = samples.len() as u64 / 2;
+        let secs = frames as f64 / 48_000.0;
+        assert!(
+            secs > SECS - 0.5 && frames.abs_diff(reference) <= OPUS_SLACK,
+            "{what}: {secs:.3} s, {frames} frames (ffmpeg {reference})"
+        );
+        // The tone is intact after the damage.
+        let tail = &samples[samples.len() - 96_000..samples.len() - 48_000];
+        let f = dominant(&channel(tail, 2, 0), 48_000, 100.0, 4000.0);
+        assert!((f - 660.0).abs() <= 5.0, "{what}: tail tone {f}");
+    }
+
+    // Pages intact but packets invalid for Opus (code 3 with zero frames): each is skipped
+    // and counted, the stream goes on.
+    let mut junk = data;
+    let (mut pos, mut pages, mut spoiled) = (0, 0, 0u64);
+    while pos + 27 <= junk.len() && &junk[pos..pos + 4] == b"OggS" {
+        let nseg = usize::from(junk[pos + 26]);
+        let lacing: Vec<usize> = junk[pos + 27..pos + 27 + nseg]
+            .iter()
+            .map(|&l| usize::from(l))
+            .collect();
+        let body = pos + 27 + nseg;
+        let end = body + lacing.iter().sum::<usize>();
+        pages += 1;
+        if (10..13).contains(&pages) {
+            let mut start = body;
+            let mut at = body;
+            for &l in &lacing {
+                at += l;
+                if l < 255 {
+                    if at - start >= 2 {
+                        junk[start] = 0x03;
+                        junk[start + 1] = 0x00;
+                        spoiled += 1;
+                    }
+                    start = at;
+                }
+            }
+            junk[pos + 22..pos + 26].fill(0);
+            let crc = ogg_crc(&junk[pos..end]);
+            junk[pos + 22..pos + 26].copy_from_slice(&crc.to_le_bytes());
+        }
+        pos = end;
+    }
+    assert!(spoiled >= 10, "{spoiled} packets spoiled");
+    let mut d = Decoder::from_bytes(junk, Some("opus")).expect("open junk");
+    let (samples, _, _) = decode_all(&mut d);
+    assert_eq!(d.corrupt_packets(), spoiled);
+    let frames = samples.len() as u64 / 2;
+    // ffmpeg makes 20 ms packets by default.
+    let lost = spoiled * 960;
+    assert!(
+        frames.abs_diff(frames_of(SECS, 48_000) - lost) <= OPUS_SLACK,
+        "{frames} frames after losing {spoiled} packets"
+    );
+}
+
+#[test]
+fn opus_streams_decode_in_small_chunks_and_across_chain_links() {
+    // Two Ogg Opus files (mono then stereo) concatenated, as a mount does at a track change.
+    let dir = TempDir::new("opuschain");
+    let (a, b) = (dir.path("a.opus"), dir.path("b.opus"));
+    tone(&a, 440, 48_000, 1, 1.5, &["-c:a", "libopus"]);
+    tone(&b, 880, 44_100, 2, 1.5, &["-c:a", "libopus"]);
+    let (ra, rb) = (ffmpeg_decoded_frames(&a, 1), ffmpeg_decoded_frames(&b, 2));
+    let mut data = std::fs::read(&a).expect("read a");
+    let one = data.clone();
+    data.extend(std::fs::read(&b).expect("read b"));
+    // A single link first, trickled.
+    for hint in ["opus", "audio/opus", "audio/ogg", "ogg"] {
+        let mut d = Decoder::from_reader(
+            Box::new(Trickle {
+                data: one.clone(),
+                pos: 0,
+                n: 0,
+            }),
+            Some(hint),
+        )
+        .unwrap_or_else(|e| panic!("{hint}: {e}"));
+        assert_eq!(d.info().codec, "opus");
+        let (samples, rate, ch) = decode_all(&mut d);
+        assert_eq!((rate, ch), (48_000, 1));
+        let frames = samples.len() as u64;
+        assert!(
+            frames.abs_diff(ra) <= OPUS_SLACK,
+            "{hint}: {frames} vs ffmpeg {ra}"
+        );
+    }
+    let mut d = Decoder::from_reader(Box::new(Trickle { data, pos: 0, n: 0 }), Some("opus"))
+        .expect("open chain");
+    let mut blocks: Vec<Pcm> = Vec::new();
+    while let Some(p) = d.next_block().expect("decode") {
+        blocks.push(p);
+    }
+    let mono: Vec<f32> = blocks
+        .iter()
+        .filter(|p| p.channels == 1)
+        .flat_map(|p| p.samples.clone())
+        .collect();
+    let stereo: Vec<f32> = blocks
+        .iter()
+        .filter(|p| p.channels == 2)
+        .flat_map(|p| p.samples.clone())
+        .collect();
+    assert_eq!(blocks[0].channels, 1);
+    assert_eq!(blocks.last().expect("blocks").channels, 2);
+    assert!(blocks.iter().all(|p| p.rate == 48_000));
+    assert_eq!((d.info().rate, d.info().channels), (48_000, 2));
+    // Each link is trimmed by its own pre-skip and end granule.
+    let (fa, fb) = (mono.len() as u64, stereo.len() as u64 / 2);
+    assert!(fa.abs_diff(ra) <= OPUS_SLACK, "link 1: {fa} vs ffmpeg {ra}");
+    assert!(fb.abs_diff(rb) <= OPUS_SLACK, "link 2: {fb} vs ffmpeg {rb}");
+    let f = dominant(&mono[9600..57_600], 48_000, 100.0, 4000.0);
+    assert!((f - 440.0).abs() <= 5.0, "first link tone {f}");
+    let f = dominant(&channel(&stereo, 2, 1)[9600..57_600], 48_000, 100.0, 4000.0);
+    assert!((f - 880.0).abs() <= 5.0, "second link tone {f}");
+    assert_eq!(d.corrupt_packets(), 0);
 }
 
 /// Hands out its bytes in small irregular chunks, like a socket.

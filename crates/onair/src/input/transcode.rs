@@ -16,8 +16,8 @@
 //! every [`RETRY`]). Each followed stream gets a fresh decoder; the encoder, and so the
 //! transcoded mount's listeners, carry on across the switch.
 //!
-//! Limitation: Ogg/Opus source mounts are not transcoded (the decoder does not read Opus);
-//! the transcoder logs it and waits for a stream it can decode.
+//! Any stream the decoder reads can be a source: MP3, AAC, Ogg Vorbis/FLAC and Ogg Opus
+//! (including another transcoded mount).
 
 use std::{
     collections::VecDeque,
@@ -63,23 +63,14 @@ pub async fn run(station: Arc<Station>, target: String) -> Result<(), String> {
         .transcode_from
         .clone()
         .ok_or_else(|| format!("{target}: no transcode_from"))?;
-    let mut warned_opus = false;
     loop {
-        let first = live_stream(&station, &home).filter(|m| {
-            let opus = m.compat().is_some_and(|c| c.codec == "opus");
-            if opus && !warned_opus {
-                tracing::warn!(mount = %target, from = %m.name, "cannot transcode an Opus stream; waiting for another");
-            }
-            warned_opus |= opus;
-            !opus
-        });
+        let first = live_stream(&station, &home);
         let Some(first) = first else {
             tokio::select! {
                 _ = token.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(RETRY) => continue,
             }
         };
-        warned_opus = false;
         let compat = first.compat();
         let (rate, channels) = compat.map_or((44_100, 2), |c| {
             (
@@ -174,7 +165,7 @@ async fn follow(
                     .filter(|h| h.is_live() && !Arc::ptr_eq(h, &current))
                     .or_else(|| station.mounts.fallback_for(&current));
                 match next {
-                    Some(to) if to.compat().is_some_and(|c| c.codec != "opus") => {
+                    Some(to) if to.compat().is_some() => {
                         tracing::info!(from = %current.name, to = %to.name, "transcoder follows: source ended");
                         current = to;
                     }

@@ -294,6 +294,15 @@ async fn encoded_mixed_library_decodes_cleanly_and_titles_change_on_time() {
         &["-c:a", "pcm_s16le"],
         None,
     );
+    make(
+        &dir.join("4.opus"),
+        2000,
+        2.0,
+        44_100,
+        1,
+        &["-c:a", "libopus"],
+        None,
+    );
     std::fs::write(dir.join("0-corrupt.flac"), b"fLaC\x00\x00\x00\x22garbage").unwrap();
     std::fs::write(dir.join(".hidden.mp3"), b"hidden").unwrap();
     let server = start(&format!(
@@ -303,13 +312,13 @@ async fn encoded_mixed_library_decodes_cleanly_and_titles_change_on_time() {
     .await;
     let addr = server.local_addr();
     let mut l = Listener::get(addr, "/enc", true).await;
-    let (audio, titles) = listen_for_titles(&mut l, 512, 3, 8000, Duration::from_secs(25)).await;
-    let titles = &titles[..3];
+    let (audio, titles) = listen_for_titles(&mut l, 512, 4, 8000, Duration::from_secs(30)).await;
+    let titles = &titles[..4];
     let names: Vec<&str> = titles.iter().map(|(_, t)| t.as_str()).collect();
-    // Path order: "1.flac" < "3.wav" < "a/b/c/2.mp3".
+    // Path order: "1.flac" < "3.wav" < "4.opus" < "a/b/c/2.mp3".
     assert_eq!(
         names,
-        ["Flac Artist - Lossless", "3", "Vbr Artist - Variable"]
+        ["Flac Artist - Lossless", "3", "4", "Vbr Artist - Variable"]
     );
     let (pcm, errors) = decode(&audio, 44_100);
     assert!(
@@ -320,7 +329,7 @@ async fn encoded_mixed_library_decodes_cleanly_and_titles_change_on_time() {
     // boundary at or after the track's first sample (< 33 ms late): 60..120 ms before the
     // title's sample the old tone dominates, 40..100 ms after it the new one (past any
     // encoder padding at the file's start).
-    let tones = [500.0, 3000.0, 1500.0];
+    let tones = [500.0, 3000.0, 2000.0, 1500.0];
     let ms = |n: usize| n * 441 / 10;
     for (i, (at, _)) in titles.iter().enumerate().skip(1) {
         let s = samples_before(&audio, *at) as usize;
@@ -345,15 +354,15 @@ async fn encoded_mixed_library_decodes_cleanly_and_titles_change_on_time() {
         .collect();
     assert!(
         played
-            .windows(3)
-            .any(|w| w == ["Flac Artist - Lossless", "3", "Vbr Artist - Variable"]),
+            .windows(4)
+            .any(|w| w == ["Flac Artist - Lossless", "3", "4", "Vbr Artist - Variable"]),
         "{played:?}"
     );
     let (_, st) = http_json(addr, "GET", "/api/status", None, None).await;
     let dj = &st["mounts"][0]["autodj"];
     assert_eq!(
         (dj["mode"].as_str(), dj["tracks"].as_u64()),
-        (Some("encode"), Some(3)),
+        (Some("encode"), Some(4)),
         "{dj}"
     );
     assert_eq!(

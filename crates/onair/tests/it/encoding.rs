@@ -422,6 +422,42 @@ async fn transcoded_mounts_follow_audio_titles_and_the_end_of_their_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ogg_opus_mount_is_transcoded_to_mp3() {
+    // PCM source -> Opus mount (encoded here) -> MP3 mount transcoded from the Opus one.
+    require_ffmpeg();
+    let srv = start(
+        "[defaults]\nchunk_ms = 100\n\
+         [[mount]]\nname = \"/live\"\n\
+         [[mount]]\nname = \"/live.opus\"\ntranscode_from = \"/live\"\ncodec = \"opus\"\nbitrate = 64\n\
+         [[mount]]\nname = \"/back.mp3\"\ntranscode_from = \"/live.opus\"\ncodec = \"mp3\"\nbitrate = 96\n",
+    )
+    .await;
+    let addr = srv.local_addr();
+    let body = s16_tone(660.0, 7.0);
+    let mut src = Source::put(addr, "/live", S16_CT).await;
+    src.send(&body[..body.len() / 7]).await;
+    let mut mp3 = listen_when_live(addr, "/back.mp3", false).await;
+    assert_eq!(header(&mp3.head, "content-type"), Some("audio/mpeg"));
+    let rest = body[body.len() / 7..].to_vec();
+    let sender = tokio::spawn(async move {
+        src.send(&rest).await;
+        src
+    });
+    tokio::join!(read_to_end(&mut mp3, Duration::from_secs(20)), async {
+        drop(sender.await.unwrap());
+    });
+    let decoded = ffmpeg_pcm(&mp3.body, 44_100);
+    assert!(
+        decoded.len() > 44_100 * 3,
+        "decoded {} samples",
+        decoded.len()
+    );
+    let mid = &decoded[44_100..decoded.len() - 44_100];
+    assert_eq!(peak_frequency(mid, 44_100, 200, 2000, 5), 660.0);
+    srv.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcoder_follows_its_source_to_the_fallback() {
     require_ffmpeg();
     let srv = start(

@@ -11,9 +11,16 @@ Per system and N it reports, over a `--duration` window after `--warmup`:
   the time the sender released the RTP packet holding the chunk's last sample (the sender
   prints when it released sample 0; streams are started 0.5 s apart so each stream is matched
   to its sender session by order),
-- delivery: audio seconds received / wall seconds, summed over the streams.
+- delivery: audio seconds received / wall seconds, summed over the streams,
+- memory: the bridge process's RSS once all N streams run, minus its RSS before the first
+  bridge started, divided by N.
 
     python3 bench/bridges.py [--ns 1,4,8] [--duration 15] [--onair target/release/onair]
+        [--aiortc-max 20] [--preencoded] [--stagger 0.5]
+
+--aiortc-max skips the aiortc peer above that N (one Python process cannot carry 100 streams
+on 2 cores). --preencoded makes the WHEP server send packets encoded once (whep_server.py
+--preencoded), so one sender can feed 100 streams.
 
 Needs: pip install aiortc==1.16.0 aiohttp==3.14.5 websockets==17.4; a release build.
 """
@@ -40,13 +47,20 @@ RATE = 16000
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-STAGGER = 0.5
 CHUNK_S = 0.1
 PACKET_S = 0.02
 
@@ -89,8 +103,9 @@ async def stop(proc):
             await proc.wait()
 
 
-async def measure(name, proc, consumer, prefix, n, whep_pid, args):
+async def measure(name, proc, consumer, prefix, n, whep_pid, args, rss0, n_mem=None):
     await asyncio.sleep(args.warmup)
+    rss1 = rss_kib(proc.pid)
     c0, s0, t0 = cpu_seconds(proc.pid), cpu_seconds(whep_pid), time.time()
     await asyncio.sleep(args.duration)
     c1, s1, t1 = cpu_seconds(proc.pid), cpu_seconds(whep_pid), time.time()
@@ -113,6 +128,8 @@ async def measure(name, proc, consumer, prefix, n, whep_pid, args):
         "p95_ms": lat[int(0.95 * (len(lat) - 1))],
         "delivery": audio / (wall * n),
         "messages": len(lat),
+        "rss_per_bridge_kib": (rss1 - rss0) / max(1, n if n_mem is None else n_mem),
+        "rss_kib": rss1,
     }
 
 
@@ -122,10 +139,14 @@ async def main():
     ap.add_argument("--duration", type=float, default=15)
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--onair", default=os.path.join(ROOT, "target/release/onair"))
+    ap.add_argument("--aiortc-max", type=int, default=1000)
+    ap.add_argument("--preencoded", action="store_true")
+    ap.add_argument("--stagger", type=float, default=0.5)
     args = ap.parse_args()
 
     whep = await asyncio.create_subprocess_exec(
-        sys.executable, SERVER, stdout=asyncio.subprocess.PIPE
+        sys.executable, SERVER, *(["--preencoded"] if args.preencoded else []),
+        stdout=asyncio.subprocess.PIPE,
     )
     line = (await whep.stdout.readline()).decode()
     port = int(line.split()[1])
@@ -160,6 +181,7 @@ async def main():
             try:
                 banner = (await proc.stdout.readline()).decode()
                 api = "http://" + banner.split("listening on ")[1].strip() + "/api/bridges"
+                rss0 = rss_kib(proc.pid)
                 auth = {"Authorization": "Basic " + base64.b64encode(b"admin:benchpw").decode()}
                 async with aiohttp.ClientSession() as http:
                     for i in range(n):
@@ -168,23 +190,28 @@ async def main():
                         async with http.post(api, json=spec, headers=auth) as r:
                             assert r.status == 201, await r.text()
                         consumer.starts["/" + name] = await next_start()
-                        await asyncio.sleep(STAGGER)
+                        await asyncio.sleep(args.stagger)
                 await wait_streams(consumer, n, "/" + prefix)
-                results.append(await measure("onair", proc, consumer, prefix, n, whep.pid, args))
+                results.append(await measure("onair", proc, consumer, prefix, n, whep.pid, args, rss0))
             finally:
                 await stop(proc)
             print(results[-1], flush=True)
+            if n > args.aiortc_max:
+                continue
             # aiortc: N streams in one Python process.
             prefix = f"aiortc{n}"
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, PEER, "--whep", whep_url, "--ws", ws_base, "--n", str(n),
-                "--prefix", prefix, "--stagger", str(STAGGER),
+                "--prefix", prefix, "--stagger", str(args.stagger),
             )
             try:
                 for i in range(n):
                     consumer.starts[f"/{prefix}-{i}"] = await next_start()
+                    if i == 0:
+                        # Python and aiortc are loaded by now: count streams 2..N only.
+                        rss0 = rss_kib(proc.pid)
                 await wait_streams(consumer, n, "/" + prefix)
-                results.append(await measure("aiortc", proc, consumer, prefix, n, whep.pid, args))
+                results.append(await measure("aiortc", proc, consumer, prefix, n, whep.pid, args, rss0, n - 1))
             finally:
                 await stop(proc)
             print(results[-1], flush=True)
@@ -195,18 +222,14 @@ async def main():
         drain_task.cancel()
 
     print()
-    print("| N | onair CPU % | aiortc CPU % | aiortc/onair | onair p50 / p95 ms | aiortc p50 / p95 ms | onair delivery | aiortc delivery |")
-    print("|---|---|---|---|---|---|---|---|")
-    for n in sorted({r["n"] for r in results}):
-        o = next(r for r in results if r["n"] == n and r["system"] == "onair")
-        a = next(r for r in results if r["n"] == n and r["system"] == "aiortc")
+    print("| system | N | CPU % of one core | CPU % per bridge | latency p50 / p95 ms | delivery | RSS MiB | RSS per bridge KiB | sender CPU % |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    for r in sorted(results, key=lambda r: (r["n"], r["system"])):
         print(
-            f"| {n} | {o['cpu_pct']:.1f} | {a['cpu_pct']:.1f} | {a['cpu_pct'] / o['cpu_pct']:.1f}× | "
-            f"{o['p50_ms']:.1f} / {o['p95_ms']:.1f} | {a['p50_ms']:.1f} / {a['p95_ms']:.1f} | "
-            f"{o['delivery']:.3f} | {a['delivery']:.3f} |"
+            f"| {r['system']} | {r['n']} | {r['cpu_pct']:.1f} | {r['cpu_pct'] / r['n']:.2f} | "
+            f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f} | {r['delivery']:.3f} | "
+            f"{r['rss_kib'] / 1024:.1f} | {r['rss_per_bridge_kib']:.0f} | {r['sender_cpu_pct']:.1f} |"
         )
-    print()
-    print("sender (aiortc WHEP server) CPU %:", {f"{r['system']}{r['n']}": round(r["sender_cpu_pct"], 1) for r in results})
 
 
 if __name__ == "__main__":

@@ -217,6 +217,53 @@ mod tests {
         assert_eq!(out.len(), 480);
     }
 
+    /// 20 ms packets of a mono tone at 48 kHz.
+    fn encode_mono_tone(freq: f64, packets: usize) -> Vec<Vec<u8>> {
+        let mut enc = Encoder::new(48_000, 1, OPUS_APPLICATION_AUDIO).unwrap();
+        assert_eq!(enc.set(OPUS_SET_BITRATE_REQUEST, 96_000), 0);
+        (0..packets)
+            .map(|p| {
+                let pcm: Vec<f32> = (0..960)
+                    .map(|i| {
+                        let t = (p * 960 + i) as f64 / 48_000.0;
+                        (0.5 * (2.0 * PI * freq * t).sin()) as f32
+                    })
+                    .collect();
+                enc.encode_float(&pcm).unwrap()
+            })
+            .collect()
+    }
+
+    /// Decoding a fullband stream straight to 16 kHz (what the WHEP bridge does instead of
+    /// decoding at 48 kHz and resampling) keeps the pass band and does not alias: libopus
+    /// band-limits before it decimates. A plain 3:1 decimation would fold 9 kHz to 7 kHz and
+    /// 12 kHz to 4 kHz at full level.
+    #[test]
+    fn decoding_at_16k_keeps_the_pass_band_and_does_not_alias() {
+        let decode = |freq: f64| {
+            let mut dec = OpusDecoder::new(16_000, 1).unwrap();
+            let mut out = Vec::new();
+            for p in encode_mono_tone(freq, 75) {
+                dec.decode(&p, &mut out).unwrap();
+            }
+            out.split_off(8_000)
+        };
+        for freq in [300.0, 1000.0, 4000.0, 7000.0] {
+            let sec = decode(freq);
+            let level = amplitude(&sec, 1, 0, freq, 16_000);
+            assert!((level / 0.5 - 1.0).abs() < 0.06, "{freq} Hz: {level}");
+        }
+        for (freq, alias) in [(9_000.0, 7_000.0), (12_000.0, 4_000.0), (15_000.0, 1_000.0)] {
+            let sec = decode(freq);
+            let folded = amplitude(&sec, 1, 0, alias, 16_000);
+            let rms =
+                (sec.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / sec.len() as f64).sqrt();
+            // -60 dB against the 0.5 input at the alias frequency; little energy at all.
+            assert!(folded < 0.0005, "{freq} Hz folds to {alias} Hz at {folded}");
+            assert!(rms < 0.005, "{freq} Hz leaves rms {rms}");
+        }
+    }
+
     #[test]
     fn decoder_moves_to_a_worker_thread() {
         let mut dec = OpusDecoder::new(48_000, 2).unwrap();

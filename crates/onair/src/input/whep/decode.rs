@@ -4,6 +4,13 @@
 //! It owns the jitter buffer, the codec (Opus with PLC and in-band FEC; G.711 µ/A-law), the
 //! downmix + anti-aliased resampler, and the bridge's media timeline.
 //!
+//! Opus is decoded straight to the output format when libopus supports it (8, 12, 16, 24 or
+//! 48 kHz; mono or stereo): libopus band-limits before it decimates (CELT zeroes the MDCT
+//! bins above the output's Nyquist frequency, SILK runs at its own internal rate) and
+//! downmixes to mono as the mean of the channels, so this is anti-aliased and costs less
+//! than decoding 48 kHz stereo and resampling (docs/BRIDGE.md, "Audio"). Other output rates,
+//! and G.711, go through the windowed-sinc resampler.
+//!
 //! Invariants:
 //! - Media time comes from RTP timestamps: every gap in them (loss, or a sender pause) is
 //!   filled with concealed audio of exactly the gap's length, so the output never runs fast
@@ -20,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use onair_media::g711;
-use onair_media::opus::OpusDecoder;
+use onair_media::opus::{OpusDecoder, OPUS_RATES};
 use onair_media::pcm::encode_s16le;
 use onair_media::resample::Resampler;
 use onair_proto::rtp::{JitterBuffer, Pushed, Released};
@@ -35,8 +42,9 @@ const JITTER_DELAY: Duration = Duration::from_millis(60);
 /// The longest hole (in one session, or between sessions) filled with concealment/silence;
 /// longer ones re-anchor the timeline.
 pub const MAX_FILL: Duration = Duration::from_secs(10);
-/// Opus decodes at its native rate, in stereo: the resampler downmixes.
+/// Opus's RTP clock (RFC 7587), whatever the rate it is decoded at.
 const OPUS_RATE: u32 = 48_000;
+/// Decode format for output rates libopus cannot produce: the resampler takes it from there.
 const OPUS_CHANNELS: u16 = 2;
 
 /// Which codec a session's packets carry.
@@ -64,8 +72,10 @@ impl Codec {
         }
     }
 
-    fn decoded_format(self) -> (u32, u16) {
+    /// The rate and channel count the codec decodes to for output `out`.
+    fn decoded_format(self, out: Format) -> (u32, u16) {
         match self {
+            Codec::Opus if OPUS_RATES.contains(&out.rate) => (out.rate, out.channels),
             Codec::Opus => (OPUS_RATE, OPUS_CHANNELS),
             Codec::Pcmu | Codec::Pcma => (8_000, 1),
         }
@@ -118,6 +128,8 @@ enum Decoder {
 /// One session's codec chain.
 struct Chain {
     codec: Codec,
+    /// Rate and channels of decoded audio (the resampler's input).
+    decoded: (u32, u16),
     decoder: Decoder,
     resampler: Resampler,
     /// RTP timestamp the next packet should carry.
@@ -130,19 +142,20 @@ struct Chain {
 
 impl Chain {
     fn new(codec: Codec, out: Format) -> Result<Chain, DecodeError> {
-        let (rate, channels) = codec.decoded_format();
+        let (rate, channels) = codec.decoded_format(out);
+        // Same rate and channels: a passthrough (no filter, no delay).
         let resampler = Resampler::new(rate, channels, out.rate, out.channels)
             .map_err(|e| DecodeError::Resampler(e.to_string()))?;
         let decoder = match codec {
             Codec::Opus => Decoder::Opus(
-                OpusDecoder::new(OPUS_RATE, OPUS_CHANNELS)
-                    .map_err(|e| DecodeError::Opus(e.to_string()))?,
+                OpusDecoder::new(rate, channels).map_err(|e| DecodeError::Opus(e.to_string()))?,
             ),
             Codec::Pcmu => Decoder::G711 { alaw: false },
             Codec::Pcma => Decoder::G711 { alaw: true },
         };
         Ok(Chain {
             codec,
+            decoded: (rate, channels),
             decoder,
             resampler,
             expected: None,
@@ -151,22 +164,30 @@ impl Chain {
         })
     }
 
+    /// Codec-clock frames as decoded frames. The decode rate divides the clock rate for
+    /// Opus (48 kHz) and equals it for G.711, so whole 2.5 ms multiples convert exactly.
+    fn to_decoded(&self, clock_frames: u32) -> u32 {
+        let ratio = self.codec.clock_rate() / self.decoded.0;
+        clock_frames / ratio.max(1)
+    }
+
     /// Conceal `frames` (codec clock) of missing audio into `pcm` (decoded format).
     /// `next` is the packet after the hole, for Opus in-band FEC of the hole's last packet.
     fn conceal(&mut self, frames: u32, next: Option<&[u8]>, pcm: &mut Vec<f32>) {
-        let channels = usize::from(self.codec.decoded_format().1);
+        let channels = usize::from(self.decoded.1);
+        let frames = self.to_decoded(frames);
+        let fec_frames = match next {
+            Some(_) if self.after_loss => self.to_decoded(self.last_frames).min(frames),
+            _ => 0,
+        };
         let Decoder::Opus(dec) = &mut self.decoder else {
             // G.711 has no concealment of its own: silence keeps the timeline.
             pcm.resize(pcm.len() + frames as usize * channels, 0.0);
             return;
         };
-        let fec_frames = match next {
-            Some(_) if self.after_loss => self.last_frames.min(frames),
-            _ => 0,
-        };
         // libopus conceals in multiples of 2.5 ms, at most 120 ms per call; a remainder
         // (odd sender timestamps) is silence, so the length is always exact.
-        let quantum = OPUS_RATE / 400;
+        let quantum = dec.rate() / 400;
         let mut left = frames - fec_frames;
         while left > 0 {
             let piece = left.min(quantum * 48);
@@ -200,21 +221,24 @@ impl Chain {
                 concealed = gap as u32;
             }
         }
+        let last_decoded = self.to_decoded(self.last_frames);
+        let (rate, channels) = self.decoded;
         let frames = match &mut self.decoder {
             Decoder::Opus(dec) => {
+                // Decoded frames back to the 48 kHz clock: the decode rate divides it.
+                let ratio = OPUS_RATE / rate;
                 let before = pcm.len();
                 match dec.decode(payload, pcm) {
-                    Ok(frames) => frames as u32,
+                    Ok(frames) => frames as u32 * ratio,
                     Err(_) => {
                         // A corrupt packet counts as lost: conceal its expected length.
                         pcm.truncate(before);
-                        let frames = self.last_frames;
-                        if dec.conceal(frames as usize, pcm).is_err() {
+                        if dec.conceal(last_decoded as usize, pcm).is_err() {
                             pcm.truncate(before);
-                            pcm.resize(before + frames as usize * usize::from(OPUS_CHANNELS), 0.0);
+                            pcm.resize(before + last_decoded as usize * usize::from(channels), 0.0);
                         }
-                        concealed += frames;
-                        frames
+                        concealed += self.last_frames;
+                        self.last_frames
                     }
                 }
             }
@@ -424,7 +448,7 @@ impl Stage {
         self.pcm.clear();
         let concealed = chain.packet(timestamp, payload, &mut self.pcm);
         if std::mem::take(&mut self.backdate) {
-            let (rate, channels) = codec.decoded_format();
+            let (rate, channels) = chain.decoded;
             let secs = (self.pcm.len() / usize::from(channels)) as f64 / f64::from(rate);
             if let Some((at, unix)) = self.anchor {
                 let back = Duration::from_secs_f64(secs);

@@ -10,7 +10,9 @@ Events go to stdout, one a line, flushed: "LISTEN <port>", "SESSION <id>",
 "CLOSED <id>".
 
 Options: --drop-every N / --reorder-every M drop or delay (by one packet) every N-th / M-th
-RTP packet. --codec PCMU answers with G.711 µ-law only (PCMA: A-law). --reject-first N answers the first N POSTs with 503 + Retry-After: 1, to exercise
+RTP packet. --preencoded encodes one cycle of the sequence once (libopus via PyAV, 20 ms
+packets) and sends those packets to every session, so one server can feed ~100 sessions
+(benchmarks). --codec PCMU answers with G.711 µ-law only (PCMA: A-law). --reject-first N answers the first N POSTs with 503 + Retry-After: 1, to exercise
 the client's retry. --end-after SECS closes the first peer connection that long after
 it connected (the server goes away without DELETE), to exercise WHEP reconnection.
 """
@@ -78,6 +80,56 @@ class ToneTrack(MediaStreamTrack):
         return frame
 
 
+class PacketTrack(MediaStreamTrack):
+    """The same sequence as ToneTrack, encoded once: every session sends the same packets."""
+
+    kind = "audio"
+    packets = None
+
+    def __init__(self, tones, tone_secs, sid):
+        super().__init__()
+        if PacketTrack.packets is None:
+            PacketTrack.packets = encode_cycle(ToneTrack(tones, tone_secs, None).cycle)
+        self.sid = sid
+        self.start = None
+        self.sent = 0
+
+    async def recv(self):
+        if self.start is None:
+            self.start = time.monotonic()
+            say("START", self.sid, f"{time.time():.6f}")
+        due = self.start + self.sent / RATE
+        wait = due - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        packets = PacketTrack.packets
+        packet = av.Packet(packets[(self.sent // FRAME) % len(packets)])
+        packet.pts = self.sent
+        packet.time_base = fractions.Fraction(1, RATE)
+        self.sent += FRAME
+        return packet
+
+
+def encode_cycle(cycle):
+    """One cycle (the first half of ToneTrack's doubled buffer) as 20 ms Opus packets."""
+    enc = av.CodecContext.create("libopus", "w")
+    enc.sample_rate = RATE
+    enc.layout = "mono"
+    enc.format = "s16"
+    enc.bit_rate = 64000
+    cycle = cycle[: len(cycle) // 2]
+    out = []
+    for at in range(0, len(cycle) - 2 * FRAME + 1, 2 * FRAME):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
+        frame.planes[0].update(cycle[at : at + 2 * FRAME])
+        frame.sample_rate = RATE
+        frame.pts = at // 2
+        frame.time_base = fractions.Fraction(1, RATE)
+        out += [bytes(p) for p in enc.encode(frame)]
+    out += [bytes(p) for p in enc.encode(None)]
+    return out
+
+
 def impair(drop_every, reorder_every):
     """Every drop_every-th RTP packet is not sent; every reorder_every-th is sent after
     the next one. Deterministic, counted over all sessions."""
@@ -113,6 +165,7 @@ async def main():
     ap.add_argument("--codec", default="", help="answer with only this codec (e.g. PCMU)")
     ap.add_argument("--drop-every", type=int, default=0)
     ap.add_argument("--reorder-every", type=int, default=0)
+    ap.add_argument("--preencoded", action="store_true")
     args = ap.parse_args()
     tones = [float(t) for t in args.tones.split(",")]
     if args.drop_every or args.reorder_every:
@@ -152,7 +205,8 @@ async def main():
 
         # The track's transceiver exists before the offer is applied so that codec
         # preferences (which aiortc applies while matching the offer) take effect.
-        pc.addTrack(ToneTrack(tones, args.tone_secs, sid))
+        track = PacketTrack if args.preencoded else ToneTrack
+        pc.addTrack(track(tones, args.tone_secs, sid))
         for t in pc.getTransceivers():
             if args.codec:
                 caps = RTCRtpSender.getCapabilities("audio").codecs

@@ -491,9 +491,15 @@ impl AutoDjConfig {
             )));
         }
         let crossfade = raw.crossfade.unwrap_or(0.0);
-        if crossfade != 0.0 {
+        if !(0.0..=MAX_CROSSFADE_SECS).contains(&crossfade) {
             return Err(bad(format!(
-                "crossfade = {crossfade}: only 0 (gapless) is supported so far"
+                "crossfade = {crossfade}: must be 0..={MAX_CROSSFADE_SECS} seconds"
+            )));
+        }
+        if crossfade > 0.0 && passthrough {
+            return Err(bad(format!(
+                "crossfade = {crossfade} needs the encode mode: passthrough copies MP3 frames \
+                 and cannot mix tracks (set passthrough = false or crossfade = 0)"
             )));
         }
         let rescan = secs(raw.rescan, 60.0, "autodj rescan")?;
@@ -513,6 +519,8 @@ impl AutoDjConfig {
     }
 }
 
+/// Longest AutoDJ crossfade, in seconds.
+pub const MAX_CROSSFADE_SECS: f64 = 10.0;
 pub const DEFAULT_BIND: &str = "0.0.0.0:8000";
 
 impl MountSettings {
@@ -1050,7 +1058,9 @@ mod tests {
             "channels = 6",
             "bitrate = 1000",
             "sample_rate = 12345",
-            "crossfade = 2.0",
+            "crossfade = 2.0\npassthrough = true",
+            "crossfade = 10.5",
+            "crossfade = -1",
         ] {
             assert!(
                 load(&format!("{m}music_dir = \"/m\"\n{bad}\n")).is_err(),
@@ -1058,6 +1068,8 @@ mod tests {
             );
         }
         assert!(load(m).is_err(), "music_dir is required");
+        let c = load(&format!("{m}music_dir = \"/m\"\ncrossfade = 2.5\n")).unwrap();
+        assert_eq!(c.mounts[0].autodj.as_ref().unwrap().crossfade, 2.5);
         assert!(
             toml::from_str::<RawConfig>(&format!("{m}music_dir = \"/m\"\nshufle = 1\n")).is_err()
         );

@@ -142,6 +142,9 @@ pub struct Settings {
     /// How far ahead of real time units are released (clamped to [`MAX_LEAD`]).
     pub lead: Duration,
     pub on_air: Option<OnAir>,
+    /// Encoding only: overlap between consecutive tracks (zero: gapless). Passthrough
+    /// ignores it (copied frames cannot be mixed; the config refuses the combination).
+    pub crossfade: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -159,6 +162,7 @@ impl Settings {
             name: name.into(),
             lead: DEFAULT_LEAD,
             on_air: None,
+            crossfade: Duration::ZERO,
         }
     }
 }

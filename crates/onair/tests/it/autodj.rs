@@ -536,3 +536,61 @@ async fn library_changes_join_and_leave_the_rotation_and_the_api_controls_it() {
     assert!(st["scan"]["scans_done"].as_u64().unwrap() >= 2, "{st}");
     server.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Power of `freq` in `pcm` (Goertzel), normalised by the window length.
+fn tone_power(pcm: &[f32], rate: u32, freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) / (pcm.len() as f64).powi(2)
+}
+
+#[tokio::test]
+async fn crossfade_mixes_both_tones_over_the_overlap_and_the_title_changes_at_its_start() {
+    let dir = temp_dir("xfade");
+    let wav = &["-c:a", "pcm_s16le"];
+    make(&dir.join("1.wav"), 440, 4.0, 44_100, 2, wav, None);
+    make(&dir.join("2.wav"), 880, 4.0, 44_100, 2, wav, None);
+    let server = start(&format!(
+        "[[mount]]\nname = \"/x\"\nmetaint = 512\n[mount.autodj]\nmusic_dir = \"{}\"\norder = \"sequential\"\ncodec = \"mp3\"\nbitrate = 128\ncrossfade = 2\n",
+        dir.display()
+    ))
+    .await;
+    let addr = server.local_addr();
+    let mut l = Listener::get(addr, "/x", true).await;
+    // 3.5 s of 128 kbit/s after the second title: the whole overlap and beyond.
+    let (audio, titles) = listen_for_titles(&mut l, 512, 2, 56_000, Duration::from_secs(30)).await;
+    let names: Vec<&str> = titles.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(&names[..2], ["1", "2"]);
+    let (pcm, errors) = decode(&audio, 44_100);
+    assert!(errors.is_empty(), "decode errors: {errors}");
+    // The second title is announced where the overlap starts (ICY: at the first 512-byte
+    // block at or after that sample, < 33 ms late).
+    let s = samples_before(&audio, titles[1].0) as usize;
+    let at = |from: f64, to: f64| {
+        let a = (s as f64 + from * 44_100.0) as usize;
+        let b = (s as f64 + to * 44_100.0) as usize;
+        let w = &pcm[a..b];
+        (tone_power(w, 44_100, 440.0), tone_power(w, 44_100, 880.0))
+    };
+    // Before the overlap: 440 Hz alone.
+    let (a, b) = at(-1.0, -0.1);
+    assert!(b < a * 1e-3, "before: 440 {a:e}, 880 {b:e}");
+    // Just after the title: 880 Hz fading in (sin of 0.05..0.2 of a quarter turn).
+    let (a, b) = at(0.1, 0.4);
+    assert!(b > a * 5e-3 && b < a, "fade-in start: 440 {a:e}, 880 {b:e}");
+    // Mid-overlap: both at about the same level (cos = sin at 1 s).
+    let (a, b) = at(0.8, 1.2);
+    assert!(
+        b > a / 3.0 && b < a * 3.0,
+        "mid overlap: 440 {a:e}, 880 {b:e}"
+    );
+    // After the overlap: 880 Hz alone.
+    let (a, b) = at(2.1, 3.0);
+    assert!(a < b * 1e-3, "after: 440 {a:e}, 880 {b:e}");
+    server.shutdown(Duration::from_secs(2)).await;
+}

@@ -326,6 +326,7 @@ fn start(station: &Arc<Station>, dj: Arc<AutoDj>, mount: Arc<Mount>) -> Result<(
             enabled: c.normalize,
             ..Default::default()
         };
+        settings.crossfade = Duration::from_secs_f64(c.crossfade);
         let (handle, task) =
             Playout::start_encoding(settings, normalize, tracks, tx, token.clone());
         let _ = dj.playout.set(handle);

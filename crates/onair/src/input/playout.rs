@@ -89,6 +89,37 @@ const MAX_BEHIND: Duration = Duration::from_secs(2);
 const REJECTS_BEFORE_BACKOFF: u32 = 32;
 const REJECT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Unplayable tracks met by a producer thread: each is logged, counted in the status and
+/// reported to the track list; after [`REJECTS_BEFORE_BACKOFF`] in a row the thread rests.
+#[derive(Debug, Default)]
+struct Rejects {
+    in_a_row: u32,
+}
+
+impl Rejects {
+    fn reject(
+        &mut self,
+        name: &str,
+        shared: &Shared,
+        tracks: &mut impl Tracks,
+        track: &Track,
+        why: &str,
+    ) {
+        tracing::warn!(%name, path = %track.path.display(), "skipping track: {why}");
+        shared.rejected.fetch_add(1, Ordering::Relaxed);
+        tracks.rejected(track, why);
+        self.in_a_row += 1;
+        if self.in_a_row >= REJECTS_BEFORE_BACKOFF {
+            self.in_a_row = 0;
+            std::thread::sleep(REJECT_BACKOFF);
+        }
+    }
+
+    fn played(&mut self) {
+        self.in_a_row = 0;
+    }
+}
+
 /// One track to play.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Track {
@@ -449,7 +480,7 @@ fn produce(
     token: CancellationToken,
 ) {
     let mut seq = 0u64;
-    let mut rejects_in_a_row = 0u32;
+    let mut rejects = Rejects::default();
     while !token.is_cancelled() && !tx.is_closed() {
         let Some(track) = tracks.next_track() else {
             return;
@@ -457,18 +488,11 @@ fn produce(
         let file = match load_passthrough(&track, &target) {
             Ok(f) => f,
             Err(why) => {
-                tracing::warn!(name = %settings.name, path = %track.path.display(), "skipping track: {why}");
-                shared.rejected.fetch_add(1, Ordering::Relaxed);
-                tracks.rejected(&track, &why);
-                rejects_in_a_row += 1;
-                if rejects_in_a_row >= REJECTS_BEFORE_BACKOFF {
-                    rejects_in_a_row = 0;
-                    std::thread::sleep(REJECT_BACKOFF);
-                }
+                rejects.reject(&settings.name, &shared, &mut tracks, &track, &why);
                 continue;
             }
         };
-        rejects_in_a_row = 0;
+        rejects.played();
         seq += 1;
         let start = Block::Start {
             seq,

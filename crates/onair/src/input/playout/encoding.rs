@@ -39,8 +39,8 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Normalize, NowPlaying, Playout, PlayoutEnd, PlayoutError, Settings, Shared, Track, Tracks,
-    REJECTS_BEFORE_BACKOFF, REJECT_BACKOFF,
+    Normalize, NowPlaying, Playout, PlayoutEnd, PlayoutError, Rejects, Settings, Shared, Track,
+    Tracks,
 };
 use crate::input::encoder::{Message, PcmSender};
 
@@ -244,7 +244,7 @@ fn produce(
     token: CancellationToken,
 ) -> PlayoutEnd {
     let mut seq = 0u64;
-    let mut rejects_in_a_row = 0u32;
+    let mut rejects = Rejects::default();
     let mut next: Option<(Track, JoinHandle<Result<f64, String>>)> = None;
     let mut output = Output {
         tx: &tx,
@@ -295,18 +295,11 @@ fn produce(
         let (mut decoder, gain_db) = match opened {
             Ok(ok) => ok,
             Err(why) => {
-                tracing::warn!(name = %settings.name, path = %track.path.display(), "skipping track: {why}");
-                shared.rejected.fetch_add(1, Ordering::Relaxed);
-                tracks.rejected(&track, &why);
-                rejects_in_a_row += 1;
-                if rejects_in_a_row >= REJECTS_BEFORE_BACKOFF {
-                    rejects_in_a_row = 0;
-                    std::thread::sleep(REJECT_BACKOFF);
-                }
+                rejects.reject(&settings.name, &shared, &mut tracks, &track, &why);
                 continue;
             }
         };
-        rejects_in_a_row = 0;
+        rejects.played();
         let gain = 10f64.powf(gain_db / 20.0) as f32;
         let length = decoder.info().duration;
         let ready = Ready { track, gain_db };

@@ -150,21 +150,17 @@ impl<P> JitterBuffer<P> {
             return Pushed::Duplicate;
         }
         self.highest = self.highest.max(ext);
-        self.held.insert(
-            ext,
-            Held {
-                timestamp,
-                arrived: now,
-                payload,
-            },
-        );
-        self.counters.accepted += 1;
+        self.hold(ext, timestamp, payload, now);
         Pushed::Accepted
     }
 
     fn start(&mut self, ext: u64, timestamp: u32, payload: P, now: Instant) {
         self.next = Some(ext);
         self.highest = ext;
+        self.hold(ext, timestamp, payload, now);
+    }
+
+    fn hold(&mut self, ext: u64, timestamp: u32, payload: P, now: Instant) {
         self.held.insert(
             ext,
             Held {

@@ -173,9 +173,13 @@ async def main():
         for n in [int(x) for x in args.ns.split(",")]:
             # onair: N bridges in one server, started through the API 0.5 s apart.
             prefix = f"onair{n}"
+            # Only the bridges: no built-in demo programme encoding alongside them.
+            conf = os.path.join(tempfile.mkdtemp(), "bench.toml")
+            with open(conf, "w") as f:
+                f.write("[demo]\nenabled = false\n")
             proc = await asyncio.create_subprocess_exec(
                 args.onair, "serve", "--bind", "127.0.0.1:0", "--admin-password", "benchpw",
-                "--source-password", "benchpw", stdout=asyncio.subprocess.PIPE,
+                "--source-password", "benchpw", "--config", conf, stdout=asyncio.subprocess.PIPE,
                 env={**os.environ, "RUST_LOG": "warn"},
             )
             try:
@@ -186,7 +190,7 @@ async def main():
                 async with aiohttp.ClientSession() as http:
                     for i in range(n):
                         name = f"{prefix}-{i}"
-                        spec = {"whep": whep_url, "ws": f"{ws_base}/{name}", "traceId": name, "stmId": "S"}
+                        spec = {"whep": whep_url, "ws": f"{ws_base}/{name}", "traceId": name, "stmId": f"S-{name}"}
                         async with http.post(api, json=spec, headers=auth) as r:
                             assert r.status == 201, await r.text()
                         consumer.starts["/" + name] = await next_start()

@@ -1,13 +1,19 @@
-//! A bridge: one WHEP pull ([`crate::input::whep`]) feeding one WebSocket PCM output
-//! ([`crate::output::ws_pcm`]), with the stats both sides update.
+//! A bridge: one WHEP pull ([`crate::input::whep`]) feeding a WebSocket PCM output
+//! ([`crate::output::ws_pcm`]) and/or a mount (through [`crate::input::encoder`]), with the
+//! stats every part updates.
 //!
-//! Shape: WHEP session driver (async task) → bounded channel → decode thread → bounded
-//! channel → WebSocket task. Stopping cancels the driver, which DELETEs its session and
-//! drops its sender; the decode thread then flushes and ends, and the WebSocket task sends
-//! what is left and closes. So "stop" and "the WHEP side gave up" end the same way.
+//! Shape: WHEP session driver (async task: signaling, retries) → each negotiated session →
+//! media worker ([`pool`], shared by all bridges: str0m, socket, decode) → bounded
+//! channels → WebSocket task, mount encoder thread. Stopping cancels the driver and its
+//! session: the worker closes the peer connection, the driver DELETEs the session and drops
+//! its sender; the worker then flushes the stage and drops the bridge's outputs, and the
+//! WebSocket task sends what is left and closes. So "stop" and "the WHEP side gave up" end
+//! the same way.
 //!
-//! Invariants: both channels are bounded; every log line of a bridge carries its trace and
-//! stream ids (one tracing span); the bridge ends only after the WebSocket task has.
+//! Invariants: every channel is bounded; every log line of a bridge carries its trace and
+//! stream ids (one tracing span); the bridge ends only after its WebSocket task has.
+
+pub mod pool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -17,19 +23,28 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::input::encoder::{self, EncoderOptions, PcmSender};
 use crate::input::whep::{self, decode, WhepConfig, WhepError};
 use crate::output::ws_pcm::{self, WsConfig};
+use crate::station::Station;
 
-/// RTP packets queued for the decode thread (≈ 2.5 s of 20 ms packets).
-const RTP_QUEUE: usize = 128;
-/// PCM blocks queued for the WebSocket task: the room it has while (re)connecting, ≈ 10 s
-/// of 20 ms blocks.
-const BLOCK_QUEUE: usize = 512;
+/// The mount encoder's queue, in decoded packets (≈ 1.3 s of 20 ms packets): the worker
+/// never waits for it.
+const ENCODER_QUEUE: usize = 64;
+/// What a bridge's mount encoder is fed: Opus as sent (48 kHz stereo).
+const MOUNT_INPUT: (u32, u16) = (48_000, 2);
 
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
     pub whep: WhepConfig,
-    pub ws: WsConfig,
+    /// The WebSocket consumer; `None` when the bridge only feeds a mount.
+    pub ws: Option<WsConfig>,
+    pub trace_id: String,
+    pub stm_id: String,
+    /// Output format of the WebSocket messages.
+    pub format: decode::Format,
+    /// Mount to encode the audio into (`/live`); needs a station ([`Registry::start`]).
+    pub mount: Option<String>,
 }
 
 /// Live counters and states of one bridge; shared by its tasks.
@@ -49,6 +64,8 @@ pub struct Stats {
     pub messages_sent: AtomicU64,
     pub ws_dropped: AtomicU64,
     pub ws_reconnects: AtomicU64,
+    /// PCM blocks the mount's encoder had no room for.
+    pub mount_dropped: AtomicU64,
     /// Moving average (1/16 per message) of send time minus the wall-clock end of each
     /// message's audio, µs: what the bridge adds on top of the network.
     latency_us: AtomicU64,
@@ -75,6 +92,7 @@ pub struct Snapshot {
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub ws_reconnects: u64,
+    pub mount_dropped: u64,
     pub latency_ms: f64,
 }
 
@@ -95,6 +113,7 @@ impl Stats {
             messages_sent: AtomicU64::new(0),
             ws_dropped: AtomicU64::new(0),
             ws_reconnects: AtomicU64::new(0),
+            mount_dropped: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
             rate,
             frame_bytes: 2 * u64::from(channels.max(1)),
@@ -167,6 +186,7 @@ impl Stats {
             messages_sent: self.messages_sent.load(Ordering::Relaxed),
             messages_dropped: self.ws_dropped.load(Ordering::Relaxed),
             ws_reconnects: self.ws_reconnects.load(Ordering::Relaxed),
+            mount_dropped: self.mount_dropped.load(Ordering::Relaxed),
             latency_ms: self.latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
         }
     }
@@ -178,8 +198,10 @@ pub enum BridgeError {
     Whep(#[from] WhepError),
     #[error(transparent)]
     Ws(#[from] ws_pcm::WsError),
-    #[error("cannot start the decode thread: {0}")]
-    Thread(std::io::Error),
+    #[error(transparent)]
+    Pool(#[from] pool::PoolError),
+    #[error("bridge task failed: {0}")]
+    Task(String),
 }
 
 /// A started bridge.
@@ -190,58 +212,65 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Start pulling and sending. `trace_id`/`stm_id` of the WebSocket config label the logs.
+    /// Start pulling and sending (no mount: that needs a station, see [`Registry::start`]).
     pub fn start(config: BridgeConfig) -> Result<Bridge, BridgeError> {
-        Bridge::start_under(config, &CancellationToken::new())
+        Bridge::start_under(config, &CancellationToken::new(), None)
     }
 
-    /// [`Self::start`], also stopped when `parent` is cancelled (server shutdown).
+    /// [`Self::start`], also stopped when `parent` is cancelled (server shutdown), and
+    /// feeding `encoder` (the mount's) when given.
     pub fn start_under(
         config: BridgeConfig,
         parent: &CancellationToken,
+        encoder: Option<PcmSender>,
     ) -> Result<Bridge, BridgeError> {
-        config.ws.validate()?;
-        let stats = Arc::new(Stats::new(config.ws.rate, config.ws.channels));
+        if let Some(ws) = &config.ws {
+            ws.validate()?;
+        }
+        let stats = Arc::new(Stats::new(config.format.rate, config.format.channels));
         let cancel = parent.child_token();
         let span = tracing::info_span!(
             "bridge",
-            trace_id = %config.ws.trace_id,
-            stm_id = %config.ws.stm_id
+            trace_id = %config.trace_id,
+            stm_id = %config.stm_id
         );
-        let (rtp_tx, rtp_rx) = mpsc::sync_channel(RTP_QUEUE);
-        let (block_tx, block_rx) = tokio::sync::mpsc::channel(BLOCK_QUEUE);
-        let stage = decode::Stage::new(
-            decode::Format {
-                rate: config.ws.rate,
-                channels: config.ws.channels,
-            },
-            stats.clone(),
-        );
-        let thread_span = span.clone();
-        std::thread::Builder::new()
-            .name("whep-decode".into())
-            .spawn(move || {
-                let _entered = thread_span.enter();
-                decode::run(stage, rtp_rx, block_tx);
-            })
-            .map_err(BridgeError::Thread)?;
+        let (link_tx, links) = mpsc::sync_channel(1);
+        let mut stage = decode::Stage::new(config.format, stats.clone());
+        if encoder.is_some() {
+            stage = stage.with_tap(config.ws.is_some());
+        }
+        let mut ws_task = None;
+        let ws = config.ws.clone().map(|ws| {
+            let (tx, rx) = tokio::sync::mpsc::channel(ws.chunk_queue());
+            let chunker = ws_pcm::Chunker::new(ws.rate, ws.channels, ws.chunk_ms);
+            ws_task = Some(tokio::spawn(
+                ws_pcm::run(ws, rx, stats.clone()).instrument(span.clone()),
+            ));
+            pool::WsSink { chunker, tx }
+        });
+        pool::Pool::global().add(pool::Member {
+            stage,
+            links,
+            ws,
+            encoder,
+            stats: stats.clone(),
+            span: span.clone(),
+        })?;
         let whep_task = tokio::spawn(
-            whep::run(config.whep.clone(), rtp_tx, stats.clone(), cancel.clone())
+            whep::run(config.whep.clone(), link_tx, stats.clone(), cancel.clone())
                 .instrument(span.clone()),
-        );
-        let ws_stats = stats.clone();
-        let ws_task = tokio::spawn(
-            ws_pcm::run(config.ws.clone(), block_rx, ws_stats).instrument(span.clone()),
         );
         let done = tokio::spawn(
             async move {
                 tracing::info!("bridge started");
                 let whep_result = whep_task.await;
-                // The WebSocket task ends once the decode thread has flushed into it.
-                let _ = ws_task.await;
+                // The WebSocket task ends once the decode worker has flushed into it.
+                if let Some(task) = ws_task {
+                    let _ = task.await;
+                }
                 let result = match whep_result {
                     Ok(r) => r.map_err(BridgeError::from),
-                    Err(e) => Err(BridgeError::Thread(std::io::Error::other(e.to_string()))),
+                    Err(e) => Err(BridgeError::Task(e.to_string())),
                 };
                 tracing::info!(ok = result.is_ok(), "bridge ended");
                 result
@@ -268,7 +297,7 @@ impl Bridge {
     pub async fn wait(self) -> Result<(), BridgeError> {
         match self.done.await {
             Ok(r) => r,
-            Err(e) => Err(BridgeError::Thread(std::io::Error::other(e.to_string()))),
+            Err(e) => Err(BridgeError::Task(e.to_string())),
         }
     }
 
@@ -282,13 +311,16 @@ impl Bridge {
     }
 }
 
-/// A bridge as the API (JSON) and the config file (`[[bridge]]`) describe it; every field
-/// but the first four optional, with the CLI's defaults. JSON also accepts camelCase.
+/// A bridge as the API (JSON) and the config file (`[[bridge]]`) describe it: `whep`,
+/// `trace_id`, `stm_id` and at least one of `ws` and `mount`; the rest optional, with the
+/// CLI's defaults. JSON also accepts camelCase and the `whep_url` / `ws_url` spellings.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeSpec {
+    #[serde(alias = "whep_url", alias = "whepUrl")]
     pub whep: String,
-    pub ws: String,
+    #[serde(default, alias = "ws_url", alias = "wsUrl")]
+    pub ws: Option<String>,
     #[serde(alias = "traceId")]
     pub trace_id: String,
     #[serde(alias = "stmId")]
@@ -314,6 +346,9 @@ pub struct BridgeSpec {
     pub message_fields: Option<String>,
     #[serde(default, alias = "bufferSecs")]
     pub buffer_secs: Option<u64>,
+    /// Also encode the audio into this mount (`/live`), with its `[mount.encoding]`.
+    #[serde(default)]
+    pub mount: Option<String>,
 }
 
 impl BridgeSpec {
@@ -353,8 +388,19 @@ impl BridgeSpec {
         let fields = Fields::parse(self.message_fields.as_deref().unwrap_or(""))?;
         let endpoint =
             Endpoint::parse(&self.whep, self.bearer.clone()).map_err(|e| e.to_string())?;
-        let ws = WsConfig {
-            url: self.ws.clone(),
+        if self.ws.is_none() && self.mount.is_none() {
+            return Err("a bridge needs a WebSocket (ws) or a mount (mount), or both".into());
+        }
+        if let Some(m) = &self.mount {
+            if !m.starts_with('/') || m.len() < 2 || m.contains(['?', '#', ' ']) {
+                return Err(format!("mount {m:?}: must be a path like /live"));
+            }
+        }
+        if self.trace_id.is_empty() || self.stm_id.is_empty() {
+            return Err("trace_id and stm_id must not be empty".into());
+        }
+        let ws = self.ws.as_ref().map(|url| WsConfig {
+            url: url.clone(),
             headers,
             trace_id: self.trace_id.clone(),
             stm_id: self.stm_id.clone(),
@@ -364,14 +410,20 @@ impl BridgeSpec {
             payload,
             fields,
             buffer: Duration::from_secs(self.buffer_secs.unwrap_or(30)),
-        };
-        ws.validate().map_err(|e| e.to_string())?;
+        });
+        if let Some(ws) = &ws {
+            ws.validate().map_err(|e| e.to_string())?;
+        }
         Ok(BridgeConfig {
             whep: WhepConfig {
                 endpoint,
                 ice_servers: self.ice_servers.clone(),
             },
             ws,
+            trace_id: self.trace_id.clone(),
+            stm_id: self.stm_id.clone(),
+            format: decode::Format { rate, channels },
+            mount: self.mount.clone(),
         })
     }
 }
@@ -414,6 +466,10 @@ pub enum RegistryError {
     Invalid(String),
     #[error("too many bridges (at most {MAX_BRIDGES})")]
     Full,
+    #[error("a bridge with stm_id {0:?} is already running")]
+    Duplicate(String),
+    #[error("cannot feed mount {mount}: {why}")]
+    Mount { mount: String, why: String },
     #[error(transparent)]
     Start(#[from] BridgeError),
 }
@@ -431,23 +487,75 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// Claim `name` on `station` for a bridge and start its encoder (the mount's
+/// `[mount.encoding]`, fed 48 kHz stereo; silence while the WHEP side is away).
+fn start_encoder(
+    station: &Station,
+    name: &str,
+    config: &BridgeConfig,
+) -> Result<PcmSender, RegistryError> {
+    let refused = |why: String| RegistryError::Mount {
+        mount: name.to_owned(),
+        why,
+    };
+    let station_config = station.config();
+    let encoding = station_config
+        .mount(name)
+        .map_or(&station_config.defaults.encoding, |m| &m.settings.encoding);
+    let settings = encoding.for_input(MOUNT_INPUT.0, MOUNT_INPUT.1);
+    onair_media::encode::new_encoder(&settings).map_err(|e| refused(e.to_string()))?;
+    let mut opts = EncoderOptions::new(
+        settings,
+        format!("onair WHEP bridge {}/{}", config.trace_id, config.stm_id),
+    );
+    opts.silence_fill = true;
+    opts.queue = ENCODER_QUEUE;
+    let (mount, claim) = station
+        .attach_source(name, opts.source_info())
+        .map_err(|e| refused(e.to_string()))?;
+    let token = station.supervisor.token().clone();
+    let (tx, task) =
+        encoder::spawn(mount, claim, opts, token).map_err(|e| refused(e.to_string()))?;
+    let label = name.to_owned();
+    station
+        .supervisor
+        .spawn_service("bridge encoder", async move {
+            match task.finished().await {
+                Ok(stop) => {
+                    tracing::info!(mount = %label, "bridge encoder ended: {}", stop.describe())
+                }
+                Err(e) => tracing::warn!(mount = %label, error = %e, "bridge encoder failed"),
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+    Ok(tx)
+}
+
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start a bridge under `supervisor` (so server shutdown stops it).
-    pub fn start(
-        &self,
-        spec: BridgeSpec,
-        supervisor: &crate::supervisor::Supervisor,
-    ) -> Result<Info, RegistryError> {
+    /// Start a bridge under `station`'s supervisor (so server shutdown stops it), feeding
+    /// its mount if the spec names one.
+    pub fn start(&self, spec: BridgeSpec, station: &Station) -> Result<Info, RegistryError> {
         let config = spec.to_config().map_err(RegistryError::Invalid)?;
         let mut entries = self.lock();
         if entries.len() >= MAX_BRIDGES {
             return Err(RegistryError::Full);
         }
-        let bridge = Bridge::start_under(config, supervisor.token())?;
+        if entries
+            .iter()
+            .any(|e| e.spec.stm_id == spec.stm_id && e.ended.borrow().is_none())
+        {
+            return Err(RegistryError::Duplicate(spec.stm_id));
+        }
+        let encoder = match &config.mount {
+            Some(name) => Some(start_encoder(station, name, &config)?),
+            None => None,
+        };
+        let supervisor = &station.supervisor;
+        let bridge = Bridge::start_under(config, supervisor.token(), encoder)?;
         let id = format!("b{}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let (ended_tx, ended) = tokio::sync::watch::channel(None);
         let entry = Entry {
@@ -475,16 +583,26 @@ impl Registry {
         self.lock().iter().map(Entry::info).collect()
     }
 
-    pub fn get(&self, id: &str) -> Option<Info> {
-        self.lock().iter().find(|e| e.id == id).map(Entry::info)
+    /// By id (`b1`) or by stm_id (the latest bridge with it).
+    fn find<'a>(entries: &'a [Entry], key: &str) -> Option<&'a Entry> {
+        entries
+            .iter()
+            .find(|e| e.id == key)
+            .or_else(|| entries.iter().rev().find(|e| e.spec.stm_id == key))
     }
 
-    /// Stop a bridge (WHEP DELETE, drain, close), wait for it (bounded) and forget it.
-    pub async fn stop(&self, id: &str) -> Option<Info> {
-        let (cancel, mut ended) = {
+    /// A bridge by id or stm_id.
+    pub fn get(&self, key: &str) -> Option<Info> {
+        Self::find(&self.lock(), key).map(Entry::info)
+    }
+
+    /// Stop a bridge (by id or stm_id: WHEP DELETE, drain, close), wait for it (bounded)
+    /// and forget it.
+    pub async fn stop(&self, key: &str) -> Option<Info> {
+        let (id, cancel, mut ended) = {
             let entries = self.lock();
-            let e = entries.iter().find(|e| e.id == id)?;
-            (e.cancel.clone(), e.ended.clone())
+            let e = Self::find(&entries, key)?;
+            (e.id.clone(), e.cancel.clone(), e.ended.clone())
         };
         cancel.cancel();
         let bound = Duration::from_secs(5) + ws_pcm::DRAIN_TIMEOUT;

@@ -113,9 +113,19 @@ struct WhepPullArgs {
     /// WHEP endpoint (http://host:port/path).
     #[arg(long, value_name = "URL")]
     whep: String,
-    /// WebSocket consumer (ws://host:port/path).
-    #[arg(long, value_name = "URL")]
-    ws: String,
+    /// WebSocket consumer (ws://host:port/path). Optional with --mount.
+    #[arg(long, value_name = "URL", required_unless_present = "mount")]
+    ws: Option<String>,
+    /// Also encode the audio into this mount (`/live`) of a station run by this command,
+    /// like `onair serve` with the bridge added (see --bind, --config).
+    #[arg(long, value_name = "PATH")]
+    mount: Option<String>,
+    /// With --mount: the station's listen address (default 0.0.0.0:8000).
+    #[arg(long, value_name = "ADDR:PORT", requires = "mount")]
+    bind: Option<SocketAddr>,
+    /// With --mount: the station's TOML configuration (docs/CONFIG.md).
+    #[arg(long, value_name = "FILE", requires = "mount")]
+    config: Option<PathBuf>,
     /// `traceId` of every message.
     #[arg(long)]
     trace_id: String,
@@ -222,8 +232,24 @@ fn main() -> anyhow::Result<()> {
             let loaded = Config::load(config.as_deref(), &overrides)?;
             runtime.block_on(serve(loaded, config, overrides))
         }
+        Command::WhepPull(args) if args.mount.is_some() => {
+            // A station with the bridge added: the mount needs a server for its listeners.
+            let overrides = Overrides {
+                bind: args.bind,
+                ..Overrides::default()
+            };
+            let path = args.config.clone();
+            let mut loaded = Config::load(path.as_deref(), &overrides)?;
+            let spec = whep_pull_spec(args);
+            spec.to_config().map_err(anyhow::Error::msg)?;
+            loaded.demo.enabled = false;
+            loaded.bridges.push(spec);
+            runtime.block_on(serve(loaded, path, overrides))
+        }
         Command::WhepPull(args) => {
-            let config = whep_pull_config(args)?;
+            let config = whep_pull_spec(args)
+                .to_config()
+                .map_err(anyhow::Error::msg)?;
             runtime.block_on(whep_pull(config))
         }
         Command::Encode(args) => runtime.block_on(encode(args)),
@@ -291,8 +317,8 @@ async fn push(a: PushArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn whep_pull_config(a: WhepPullArgs) -> anyhow::Result<onair::bridge::BridgeConfig> {
-    let spec = onair::bridge::BridgeSpec {
+fn whep_pull_spec(a: WhepPullArgs) -> onair::bridge::BridgeSpec {
+    onair::bridge::BridgeSpec {
         whep: a.whep,
         ws: a.ws,
         trace_id: a.trace_id,
@@ -306,8 +332,8 @@ fn whep_pull_config(a: WhepPullArgs) -> anyhow::Result<onair::bridge::BridgeConf
         ice_servers: a.ice_servers,
         message_fields: Some(a.message_fields),
         buffer_secs: Some(a.buffer_secs),
-    };
-    spec.to_config().map_err(anyhow::Error::msg)
+        mount: a.mount,
+    }
 }
 
 async fn whep_pull(config: onair::bridge::BridgeConfig) -> anyhow::Result<()> {

@@ -274,7 +274,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
     }
     for spec in &station.config().bridges {
-        if let Err(e) = station.bridges.start(spec.clone(), &station.supervisor) {
+        if let Err(e) = station.bridges.start(spec.clone(), &station) {
             tracing::error!(trace_id = %spec.trace_id, error = %e, "configured bridge not started");
         }
     }

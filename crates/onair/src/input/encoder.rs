@@ -216,6 +216,12 @@ impl PcmSender {
         self.tx.send(msg).await.map_err(|_| Closed)
     }
 
+    /// Never waits: a full queue gives the message back (`TrySendError::Full`), for
+    /// producers that must not stall (a bridge decode worker serves many bridges).
+    pub fn try_send(&self, msg: Message) -> Result<(), mpsc::error::TrySendError<Message>> {
+        self.tx.try_send(msg)
+    }
+
     /// Whether the encoder has stopped.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

@@ -40,6 +40,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Audio the channel from the decode worker holds: more than a connect attempt plus a
+/// send timeout, during which the task does not read it.
+const CHUNK_CHANNEL: Duration = Duration::from_secs(15);
 /// Dropped-chunk warnings are summed over this long, not one line per chunk.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -110,6 +113,12 @@ impl WsConfig {
             HeaderValue::from_str(v).map_err(|e| WsError::Header(k.clone(), e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Capacity of the channel from the decode worker: [`CHUNK_CHANNEL`] of audio.
+    pub fn chunk_queue(&self) -> usize {
+        let chunk = u128::from(self.chunk_ms.max(1));
+        (CHUNK_CHANNEL.as_millis().div_ceil(chunk) as usize).max(4)
     }
 
     fn max_queued(&self) -> usize {
@@ -289,12 +298,10 @@ fn unix_now() -> f64 {
 }
 
 /// Send until `blocks` closes and the queue is delivered (or [`DRAIN_TIMEOUT`] passes).
-pub async fn run(config: WsConfig, mut blocks: Receiver<Block>, stats: Arc<Stats>) {
-    let mut chunker = Chunker::new(config.rate, config.channels, config.chunk_ms);
+pub async fn run(config: WsConfig, mut chunks: Receiver<Chunk>, stats: Arc<Stats>) {
     let max_queued = config.max_queued();
     let bytes_per_sec = 2.0 * f64::from(config.channels) * f64::from(config.rate);
     let mut queue: VecDeque<Queued> = VecDeque::new();
-    let mut chunks = Vec::new();
     let mut seq = 0u64;
     let mut ws: Option<Ws> = None;
     let mut retry_at = Instant::now();
@@ -358,8 +365,9 @@ pub async fn run(config: WsConfig, mut blocks: Receiver<Block>, stats: Arc<Stats
         }
 
         if ws.is_none() && Instant::now() >= retry_at {
-            // Connecting is awaited here; the decode stage keeps filling the bounded
-            // block channel meanwhile (seconds of room), so no audio is lost.
+            // Connecting is awaited here; the decode worker keeps filling the bounded
+            // chunk channel meanwhile ([`WsConfig::chunk_queue`]: room for longer than a
+            // connect attempt), so no audio is lost.
             stats.set_ws("connecting");
             match connect(&config).await {
                 Ok(socket) => {
@@ -382,13 +390,13 @@ pub async fn run(config: WsConfig, mut blocks: Receiver<Block>, stats: Arc<Stats
             Some(d) if ws.is_none() => retry_at.min(d),
             _ => retry_at,
         };
+        let mut arrived = None;
         tokio::select! {
-            block = blocks.recv(), if !input_done => match block {
-                Some(block) => chunker.push(block, &mut chunks),
+            chunk = chunks.recv(), if !input_done => match chunk {
+                Some(chunk) => arrived = Some(chunk),
                 None => {
                     input_done = true;
                     drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
-                    chunker.finish(&mut chunks);
                 }
             },
             incoming = async {
@@ -409,7 +417,7 @@ pub async fn run(config: WsConfig, mut blocks: Receiver<Block>, stats: Arc<Stats
             },
             _ = tokio::time::sleep_until(wake), if ws.is_none() => {}
         }
-        for chunk in chunks.drain(..) {
+        if let Some(chunk) = arrived {
             let text = encode_message(&config, &chunk, seq);
             seq += 1;
             if queue.len() >= max_queued {

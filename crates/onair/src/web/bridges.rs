@@ -31,13 +31,17 @@ pub async fn create(
         Ok(b) => b,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e.body_text()),
     };
-    match station.bridges.start(spec, &station.supervisor) {
+    match station.bridges.start(spec, &station) {
         Ok(info) => {
             tracing::info!(id = %info.id, "bridge started via the API");
             (StatusCode::CREATED, Json(info)).into_response()
         }
         Err(e @ RegistryError::Invalid(_)) => text(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e @ RegistryError::Full) => text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e @ (RegistryError::Duplicate(_) | RegistryError::Mount { .. })) => {
+            tracing::info!(error = %e, "bridge refused");
+            text(StatusCode::CONFLICT, &e.to_string())
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start a bridge");
             text(StatusCode::INTERNAL_SERVER_ERROR, "cannot start the bridge")

@@ -14,7 +14,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use onair::{
     bridge::{Bridge, BridgeConfig},
-    input::whep::{signal::Endpoint, WhepConfig},
+    input::whep::{decode::Format, signal::Endpoint, WhepConfig},
     output::ws_pcm::{Fields, Payload, WsConfig},
 };
 use tokio::net::TcpListener;
@@ -103,7 +103,7 @@ fn bridge_config(whep: &str, ws: SocketAddr, fields: &str) -> BridgeConfig {
             endpoint: Endpoint::parse(whep, Some("tok".into())).unwrap(),
             ice_servers: vec![],
         },
-        ws: WsConfig {
+        ws: Some(WsConfig {
             url: format!("ws://{ws}/audio"),
             headers: vec![("X-Test".into(), "yes".into())],
             trace_id: "T1".into(),
@@ -114,7 +114,14 @@ fn bridge_config(whep: &str, ws: SocketAddr, fields: &str) -> BridgeConfig {
             payload: Payload::Pcm,
             fields: Fields::parse(fields).unwrap(),
             buffer: Duration::from_secs(30),
+        }),
+        trace_id: "T1".into(),
+        stm_id: "S1".into(),
+        format: Format {
+            rate: RATE,
+            channels: 1,
         },
+        mount: None,
     }
 }
 

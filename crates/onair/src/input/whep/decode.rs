@@ -1,5 +1,7 @@
 //! The WHEP decode stage: RTP packets in (from the session driver), s16le PCM blocks at the
-//! target rate out, on a dedicated thread (codec work never runs on the executor).
+//! target rate out. Pure state plus codecs: a bridge decode worker
+//! ([`crate::bridge::pool`]) drives it on a dedicated thread (codec work never runs on the
+//! executor).
 //!
 //! It owns the jitter buffer, the codec (Opus with PLC and in-band FEC; G.711 µ/A-law), the
 //! downmix + anti-aliased resampler, and the bridge's media timeline.
@@ -9,7 +11,9 @@
 //! bins above the output's Nyquist frequency, SILK runs at its own internal rate) and
 //! downmixes to mono as the mean of the channels, so this is anti-aliased and costs less
 //! than decoding 48 kHz stereo and resampling (docs/BRIDGE.md, "Audio"). Other output rates,
-//! and G.711, go through the windowed-sinc resampler.
+//! and G.711, go through the windowed-sinc resampler. A stage with a *tap* (the bridge also
+//! feeds a mount) decodes Opus at 48 kHz stereo, hands that full-quality PCM to the tap and
+//! resamples it for the blocks.
 //!
 //! Invariants:
 //! - Media time comes from RTP timestamps: every gap in them (loss, or a sender pause) is
@@ -22,16 +26,14 @@
 //! - Everything is bounded: the inbound channel, the jitter buffer, one gap's fill.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use onair_media::g711;
 use onair_media::opus::{OpusDecoder, OPUS_RATES};
-use onair_media::pcm::encode_s16le;
+use onair_media::pcm::{encode_s16le, Pcm};
 use onair_media::resample::Resampler;
 use onair_proto::rtp::{JitterBuffer, Pushed, Released};
-use tokio::sync::mpsc::Sender;
 
 use crate::bridge::Stats;
 
@@ -72,10 +74,11 @@ impl Codec {
         }
     }
 
-    /// The rate and channel count the codec decodes to for output `out`.
-    fn decoded_format(self, out: Format) -> (u32, u16) {
+    /// The rate and channel count the codec decodes to for output `out` (`full`: as the
+    /// sender sent it, for a tap).
+    fn decoded_format(self, out: Format, full: bool) -> (u32, u16) {
         match self {
-            Codec::Opus if OPUS_RATES.contains(&out.rate) => (out.rate, out.channels),
+            Codec::Opus if !full && OPUS_RATES.contains(&out.rate) => (out.rate, out.channels),
             Codec::Opus => (OPUS_RATE, OPUS_CHANNELS),
             Codec::Pcmu | Codec::Pcma => (8_000, 1),
         }
@@ -141,8 +144,8 @@ struct Chain {
 }
 
 impl Chain {
-    fn new(codec: Codec, out: Format) -> Result<Chain, DecodeError> {
-        let (rate, channels) = codec.decoded_format(out);
+    fn new(codec: Codec, out: Format, full: bool) -> Result<Chain, DecodeError> {
+        let (rate, channels) = codec.decoded_format(out, full);
         // Same rate and channels: a passthrough (no filter, no delay).
         let resampler = Resampler::new(rate, channels, out.rate, out.channels)
             .map_err(|e| DecodeError::Resampler(e.to_string()))?;
@@ -277,6 +280,10 @@ pub struct Stage {
     stats: Arc<Stats>,
     pcm: Vec<f32>,
     resampled: Vec<f32>,
+    /// Decoded PCM (sender's format) waiting for [`Stage::take_tap`]; `None`: no tap.
+    tap: Option<Vec<Pcm>>,
+    /// Whether blocks carry data (false: only the timeline and stats advance).
+    blocks: bool,
 }
 
 impl Stage {
@@ -292,7 +299,24 @@ impl Stage {
             stats,
             pcm: Vec::new(),
             resampled: Vec::new(),
+            tap: None,
+            blocks: true,
         }
+    }
+
+    /// Also keep the decoded audio, at the sender's rate and channels, for
+    /// [`Stage::take_tap`] (a mount's encoder). `blocks: false` when nobody reads the
+    /// blocks: they are then not filled.
+    pub fn with_tap(mut self, blocks: bool) -> Stage {
+        self.tap = Some(Vec::new());
+        self.blocks = blocks;
+        self
+    }
+
+    /// Decoded audio since the last call, in the order it was decoded (concealment
+    /// included; silence between sessions is not: the mount's encoder fills that itself).
+    pub fn take_tap(&mut self) -> Vec<Pcm> {
+        self.tap.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     fn frame_bytes(&self) -> usize {
@@ -310,15 +334,20 @@ impl Stage {
             return;
         }
         let start = self.block_start();
-        let data = vec![0u8; frames as usize * self.frame_bytes()];
+        let len = frames as usize * self.frame_bytes();
         self.produced += frames;
         self.stats
             .bytes_produced
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+            .fetch_add(len as u64, Ordering::Relaxed);
         self.stats
             .concealed_frames
             .fetch_add(frames, Ordering::Relaxed);
-        blocks.push(Block { start, data });
+        if self.blocks {
+            blocks.push(Block {
+                start,
+                data: vec![0u8; len],
+            });
+        }
     }
 
     /// A packet arrived for the first time in a session: join it to the timeline.
@@ -366,12 +395,15 @@ impl Stage {
             return;
         }
         let start = self.block_start();
-        let mut data = Vec::with_capacity(frames * channels * 2);
-        encode_s16le(&samples[..frames * channels], &mut data);
         self.produced += frames as u64;
         self.stats
             .bytes_produced
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+            .fetch_add((frames * channels * 2) as u64, Ordering::Relaxed);
+        if !self.blocks {
+            return;
+        }
+        let mut data = Vec::with_capacity(frames * channels * 2);
+        encode_s16le(&samples[..frames * channels], &mut data);
         blocks.push(Block { start, data });
     }
 
@@ -429,7 +461,7 @@ impl Stage {
 
     fn decode(&mut self, codec: Codec, timestamp: u32, payload: &[u8], blocks: &mut Vec<Block>) {
         if self.chain.as_ref().map(|c| c.codec) != Some(codec) {
-            match Chain::new(codec, self.out) {
+            match Chain::new(codec, self.out, self.tap.is_some()) {
                 Ok(chain) => {
                     tracing::info!(?codec, "decoding");
                     self.stats.set_codec(codec.name());
@@ -462,6 +494,15 @@ impl Stage {
                 .concealed_frames
                 .fetch_add(out, Ordering::Relaxed);
         }
+        if let Some(tap) = &mut self.tap {
+            let (rate, channels) = chain.decoded;
+            match tap.last_mut() {
+                Some(last) if last.rate == rate && last.channels == channels => {
+                    last.samples.extend_from_slice(&self.pcm)
+                }
+                _ => tap.push(Pcm::new(rate, channels, self.pcm.clone())),
+            }
+        }
         self.resampled.clear();
         chain.resampler.process(&self.pcm, &mut self.resampled);
         let resampled = std::mem::take(&mut self.resampled);
@@ -488,44 +529,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Thread body: runs until `inbound` closes, then flushes and returns (dropping `out` tells
-/// the output that the stream ended).
-pub fn run(mut stage: Stage, inbound: Receiver<Inbound>, out: Sender<Block>) {
-    let mut blocks = Vec::new();
-    loop {
-        let msg = match stage.next_deadline() {
-            Some(deadline) => {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                match inbound.recv_timeout(wait) {
-                    Ok(msg) => Some(msg),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            None => match inbound.recv() {
-                Ok(msg) => Some(msg),
-                Err(_) => break,
-            },
-        };
-        let now = Instant::now();
-        match msg {
-            Some(msg) => stage.handle(msg, now, &mut blocks),
-            None => stage.poll(now, &mut blocks),
-        }
-        for block in blocks.drain(..) {
-            if out.blocking_send(block).is_err() {
-                return;
-            }
-        }
-    }
-    stage.finish(&mut blocks);
-    for block in blocks.drain(..) {
-        if out.blocking_send(block).is_err() {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! WHEP pull: receive one remote stream's audio over WebRTC and produce s16le PCM blocks.
 //!
-//! Three parts: [`signal`] (the WHEP HTTP exchange), the session driver here (one async task
-//! owning the UDP socket and a sans-IO str0m `Rtc`), and [`decode`] (a dedicated thread:
-//! jitter buffer, codec, resampler, timeline).
+//! Four parts: [`signal`] (the WHEP HTTP exchange), the session driver here (an async task:
+//! signaling, retries, DELETE), [`media`] (the negotiated session's str0m `Rtc` and UDP
+//! socket) and [`decode`] (jitter buffer, codec, resampler, timeline). The last two are
+//! stepped together by a bridge decode worker thread ([`crate::bridge::pool`]).
 //!
 //! Invariants:
 //! - ICE uses host candidates only unless `--ice-server` names a STUN server: no public
@@ -12,10 +13,11 @@
 //! - A session that fails (signaling error, ICE/DTLS failure, no media) is retried with
 //!   exponential backoff (honouring `Retry-After`); only setup mistakes (bad URL, 4xx other
 //!   than 408/409/429) end the pull.
-//! - The driver never blocks on the decode stage: packets go through a bounded channel and
-//!   are counted as dropped if it is full.
+//! - The driver never blocks on the worker: a negotiated session is handed over through a
+//!   bounded channel, and the driver only waits for its outcome (or cancellation).
 
 pub mod decode;
+pub mod media;
 pub mod signal;
 pub mod stun;
 
@@ -28,21 +30,22 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec as StrCodec;
 use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Rtc};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::bridge::Stats;
-use decode::{Codec, Inbound};
+use decode::Codec;
+use media::{Link, Media};
 use signal::{Endpoint, SignalError};
+use tokio::sync::oneshot;
 
 /// ICE + DTLS must complete within this after the answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connected session with no RTP for this long is dead (server gone without a word).
-const MEDIA_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const MEDIA_TIMEOUT: Duration = Duration::from_secs(3);
 /// ICE `Disconnected` for this long ends the session (it may recover before).
-const DISCONNECTED_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const DISCONNECTED_GRACE: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Longest wait honoured from a `Retry-After`.
@@ -88,11 +91,11 @@ pub struct WhepConfig {
     pub ice_servers: Vec<String>,
 }
 
-/// Pull until cancelled (Ok) or a non-retryable failure (Err). Dropping `decode` on return
-/// ends the decode stage.
+/// Pull until cancelled (Ok) or a non-retryable failure (Err). Each negotiated session goes
+/// to the bridge's worker on `links`; dropping it on return ends the bridge's decode stage.
 pub async fn run(
     config: WhepConfig,
-    decode: SyncSender<Inbound>,
+    decode: SyncSender<Link>,
     stats: Arc<Stats>,
     cancel: CancellationToken,
 ) -> Result<(), WhepError> {
@@ -155,7 +158,7 @@ fn route_to(remote: SocketAddr) -> Result<IpAddr, WhepError> {
 /// One WHEP session, from POST to DELETE.
 async fn session(
     config: &WhepConfig,
-    decode: &SyncSender<Inbound>,
+    decode: &SyncSender<Link>,
     stats: &Arc<Stats>,
     cancel: &CancellationToken,
 ) -> Result<(), WhepError> {
@@ -202,14 +205,31 @@ async fn session(
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| WhepError::Rtc(e.to_string()))?;
-        // Full only if decoding stalls; the jitter buffer's reset covers a missed marker.
-        if let Err(TrySendError::Disconnected(_)) = decode.try_send(Inbound::Session) {
-            return Err(WhepError::DecodeGone);
+        let socket = socket.into_std()?;
+        let (done, outcome) = oneshot::channel();
+        let link_cancel = cancel.child_token();
+        let link = Link {
+            media: Media::new(rtc, socket, stats.clone())?,
+            done,
+            cancel: link_cancel.clone(),
+        };
+        match decode.try_send(link) {
+            Ok(()) => {}
+            // One session at a time: the channel only fills if the worker is wedged.
+            Err(TrySendError::Full(_)) => return Err(WhepError::Rtc("decode worker busy".into())),
+            Err(TrySendError::Disconnected(_)) => return Err(WhepError::DecodeGone),
         }
-        drive(&mut rtc, &socket, decode, stats, cancel).await
+        let mut outcome = outcome;
+        tokio::select! {
+            r = &mut outcome => r.unwrap_or(Err(WhepError::DecodeGone)),
+            _ = cancel.cancelled() => {
+                // The worker sees the token at its next tick and closes the connection.
+                let _ = tokio::time::timeout(media::HANDBACK, outcome).await;
+                Ok(())
+            }
+        }
     }
     .await;
-    rtc.disconnect();
     match config.endpoint.close(&opened.resource).await {
         Ok(()) => tracing::info!(resource = %opened.resource, "WHEP session deleted"),
         Err(e) => tracing::warn!(error = %e, "WHEP DELETE failed"),
@@ -219,128 +239,11 @@ async fn session(
 }
 
 /// Map an RTP payload type to the codec the decode stage knows.
-fn codec_of(pt: str0m::format::PayloadParams) -> Option<Codec> {
+pub(crate) fn codec_of(pt: str0m::format::PayloadParams) -> Option<Codec> {
     match pt.spec().codec {
         StrCodec::Opus => Some(Codec::Opus),
         StrCodec::PCMU => Some(Codec::Pcmu),
         StrCodec::PCMA => Some(Codec::Pcma),
         _ => None,
-    }
-}
-
-/// The str0m run loop: drain output, wait for a packet, a timeout or cancellation.
-async fn drive(
-    rtc: &mut Rtc,
-    socket: &UdpSocket,
-    decode: &SyncSender<Inbound>,
-    stats: &Arc<Stats>,
-    cancel: &CancellationToken,
-) -> Result<(), WhepError> {
-    let local = socket.local_addr()?;
-    let answered = Instant::now();
-    let mut connected_at: Option<Instant> = None;
-    let mut last_media = Instant::now();
-    let mut disconnected_since: Option<Instant> = None;
-    let mut buf = vec![0u8; 2000];
-    loop {
-        let deadline = loop {
-            let out = rtc
-                .poll_output()
-                .map_err(|e| WhepError::Rtc(e.to_string()))?;
-            match out {
-                Output::Timeout(t) => break t,
-                Output::Transmit(t) => {
-                    // A lost datagram is what UDP is for; ICE and SRTP cope.
-                    let _ = socket.send_to(&t.contents, t.destination).await;
-                }
-                Output::Event(event) => match event {
-                    Event::IceConnectionStateChange(state) => {
-                        tracing::info!(?state, "ICE state");
-                        stats.set_ice(&format!("{state:?}").to_lowercase());
-                        match state {
-                            IceConnectionState::Disconnected => {
-                                disconnected_since.get_or_insert_with(Instant::now);
-                            }
-                            _ => disconnected_since = None,
-                        }
-                    }
-                    Event::Connected => {
-                        tracing::info!("peer connection connected (ICE + DTLS)");
-                        stats.set_state("connected");
-                        connected_at = Some(Instant::now());
-                        last_media = Instant::now();
-                    }
-                    Event::RtpPacket(packet) => {
-                        let params = rtc
-                            .codec_config()
-                            .params()
-                            .iter()
-                            .find(|p| p.pt() == packet.header.payload_type)
-                            .copied();
-                        let Some(codec) = params.and_then(codec_of) else {
-                            stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        };
-                        last_media = Instant::now();
-                        stats.rtp_packets.fetch_add(1, Ordering::Relaxed);
-                        let msg = Inbound::Rtp {
-                            codec,
-                            seq: packet.header.sequence_number,
-                            timestamp: packet.header.timestamp,
-                            payload: packet.payload.clone(),
-                            arrived: packet.timestamp,
-                        };
-                        match decode.try_send(msg) {
-                            Ok(()) => {}
-                            Err(TrySendError::Full(_)) => {
-                                stats.dropped_packets.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(TrySendError::Disconnected(_)) => {
-                                return Err(WhepError::DecodeGone);
-                            }
-                        }
-                    }
-                    _ => {}
-                },
-            }
-        };
-        if !rtc.is_alive() {
-            return Err(WhepError::Lost("peer connection closed".into()));
-        }
-        let now = Instant::now();
-        match connected_at {
-            None if now.duration_since(answered) > CONNECT_TIMEOUT => {
-                return Err(WhepError::ConnectTimeout(CONNECT_TIMEOUT));
-            }
-            Some(_) if now.duration_since(last_media) > MEDIA_TIMEOUT => {
-                return Err(WhepError::MediaTimeout(MEDIA_TIMEOUT));
-            }
-            _ => {}
-        }
-        if let Some(since) = disconnected_since {
-            if now.duration_since(since) > DISCONNECTED_GRACE {
-                return Err(WhepError::Lost("ICE disconnected".into()));
-            }
-        }
-        // Wake at least once a second for the watchdogs above.
-        let deadline = deadline.min(now + Duration::from_secs(1));
-        let input = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep_until(deadline.into()) => Input::Timeout(Instant::now()),
-            r = socket.recv_from(&mut buf) => {
-                let (n, source) = r?;
-                let Ok(contents) = buf[..n].try_into() else {
-                    continue;
-                };
-                Input::Receive(
-                    Instant::now(),
-                    Receive { proto: Protocol::Udp, source, destination: local, contents },
-                )
-            }
-        };
-        if rtc.accepts(&input) {
-            rtc.handle_input(input)
-                .map_err(|e| WhepError::Rtc(e.to_string()))?;
-        }
     }
 }

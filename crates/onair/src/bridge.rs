@@ -314,6 +314,9 @@ pub struct BridgeSpec {
     pub message_fields: Option<String>,
     #[serde(default, alias = "bufferSecs")]
     pub buffer_secs: Option<u64>,
+    /// PEM file of extra trusted roots for `https://` / `wss://` (private CA, self-signed).
+    #[serde(default, alias = "caFile")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl BridgeSpec {
@@ -351,8 +354,11 @@ impl BridgeSpec {
             whep::stun::parse_url(url).map_err(|e| e.to_string())?;
         }
         let fields = Fields::parse(self.message_fields.as_deref().unwrap_or(""))?;
-        let endpoint =
-            Endpoint::parse(&self.whep, self.bearer.clone()).map_err(|e| e.to_string())?;
+        // One TLS client config for both sides and all connections of this bridge.
+        let tls = crate::client_tls::ClientTls::new(self.ca_file.as_deref())
+            .map_err(|e| e.to_string())?;
+        let endpoint = Endpoint::parse(&self.whep, self.bearer.clone(), tls.clone())
+            .map_err(|e| e.to_string())?;
         let ws = WsConfig {
             url: self.ws.clone(),
             headers,
@@ -364,6 +370,7 @@ impl BridgeSpec {
             payload,
             fields,
             buffer: Duration::from_secs(self.buffer_secs.unwrap_or(30)),
+            tls,
         };
         ws.validate().map_err(|e| e.to_string())?;
         Ok(BridgeConfig {

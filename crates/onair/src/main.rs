@@ -110,10 +110,10 @@ struct PushArgs {
 
 #[derive(clap::Args)]
 struct WhepPullArgs {
-    /// WHEP endpoint (http://host:port/path).
+    /// WHEP endpoint (http:// or https://host:port/path).
     #[arg(long, value_name = "URL")]
     whep: String,
-    /// WebSocket consumer (ws://host:port/path).
+    /// WebSocket consumer (ws:// or wss://host:port/path).
     #[arg(long, value_name = "URL")]
     ws: String,
     /// `traceId` of every message.
@@ -150,6 +150,10 @@ struct WhepPullArgs {
     /// Audio kept while the WebSocket is down, in seconds (oldest dropped first).
     #[arg(long, default_value_t = 30)]
     buffer_secs: u64,
+    /// PEM file of extra trusted CA certificates (one or more) for https:// and wss://,
+    /// added to the built-in Mozilla roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -306,6 +310,7 @@ fn whep_pull_config(a: WhepPullArgs) -> anyhow::Result<onair::bridge::BridgeConf
         ice_servers: a.ice_servers,
         message_fields: Some(a.message_fields),
         buffer_secs: Some(a.buffer_secs),
+        ca_file: a.ca,
     };
     spec.to_config().map_err(anyhow::Error::msg)
 }

@@ -349,6 +349,9 @@ pub struct BridgeSpec {
     /// Also encode the audio into this mount (`/live`), with its `[mount.encoding]`.
     #[serde(default)]
     pub mount: Option<String>,
+    /// PEM file of extra trusted roots for `https://` / `wss://` (private CA, self-signed).
+    #[serde(default, alias = "caFile")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl BridgeSpec {
@@ -386,8 +389,11 @@ impl BridgeSpec {
             whep::stun::parse_url(url).map_err(|e| e.to_string())?;
         }
         let fields = Fields::parse(self.message_fields.as_deref().unwrap_or(""))?;
-        let endpoint =
-            Endpoint::parse(&self.whep, self.bearer.clone()).map_err(|e| e.to_string())?;
+        // One TLS client config for both sides and all connections of this bridge.
+        let tls = crate::client_tls::ClientTls::new(self.ca_file.as_deref())
+            .map_err(|e| e.to_string())?;
+        let endpoint = Endpoint::parse(&self.whep, self.bearer.clone(), tls.clone())
+            .map_err(|e| e.to_string())?;
         if self.ws.is_none() && self.mount.is_none() {
             return Err("a bridge needs a WebSocket (ws) or a mount (mount), or both".into());
         }
@@ -410,6 +416,7 @@ impl BridgeSpec {
             payload,
             fields,
             buffer: Duration::from_secs(self.buffer_secs.unwrap_or(30)),
+            tls: tls.clone(),
         });
         if let Some(ws) = &ws {
             ws.validate().map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@
 //! to a WebSocket consumer (`output::ws_pcm`).
 
 pub mod bridge;
+pub mod client_tls;
 pub mod config;
 pub mod conn;
 pub mod control;

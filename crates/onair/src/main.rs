@@ -110,10 +110,10 @@ struct PushArgs {
 
 #[derive(clap::Args)]
 struct WhepPullArgs {
-    /// WHEP endpoint (http://host:port/path).
+    /// WHEP endpoint (http:// or https://host:port/path).
     #[arg(long, value_name = "URL")]
     whep: String,
-    /// WebSocket consumer (ws://host:port/path). Optional with --mount.
+    /// WebSocket consumer (ws:// or wss://host:port/path). Optional with --mount.
     #[arg(long, value_name = "URL", required_unless_present = "mount")]
     ws: Option<String>,
     /// Also encode the audio into this mount (`/live`) of a station run by this command,
@@ -160,6 +160,10 @@ struct WhepPullArgs {
     /// Audio kept while the WebSocket is down, in seconds (oldest dropped first).
     #[arg(long, default_value_t = 30)]
     buffer_secs: u64,
+    /// PEM file of extra trusted CA certificates (one or more) for https:// and wss://,
+    /// added to the built-in Mozilla roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -332,6 +336,7 @@ fn whep_pull_spec(a: WhepPullArgs) -> onair::bridge::BridgeSpec {
         ice_servers: a.ice_servers,
         message_fields: Some(a.message_fields),
         buffer_secs: Some(a.buffer_secs),
+        ca_file: a.ca,
         mount: a.mount,
     }
 }

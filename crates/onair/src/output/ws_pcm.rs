@@ -1,6 +1,8 @@
 //! WebSocket PCM output: cuts a PCM stream into fixed-length chunks and sends each as one JSON
 //! text message `{"traceId","stmId","timestamp","data"}` (plus opt-in fields) to a WebSocket
 //! consumer (speech recognition and the like), reconnecting when the connection drops.
+//! `ws://` or `wss://` (TLS through [`ClientTls`], SNI and certificate check against the
+//! URL's host).
 //!
 //! Invariants:
 //! - Every chunk is exactly `chunk_ms` of audio (whole sample frames), except the last one of
@@ -20,7 +22,6 @@ use std::time::Duration;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -28,9 +29,10 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::bridge::Stats;
+use crate::client_tls::{self, ClientTls};
 use crate::input::whep::decode::Block;
 
 /// How long shutdown may spend delivering queued audio (including reconnecting).
@@ -48,7 +50,7 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WsError {
-    #[error("WebSocket URL {0:?} is not a ws:// URL")]
+    #[error("WebSocket URL {0:?} is not a ws:// or wss:// URL with a host")]
     Url(String),
     #[error("bad --ws-header {0:?}: {1}")]
     Header(String, String),
@@ -100,12 +102,17 @@ pub struct WsConfig {
     pub fields: Fields,
     /// Audio kept while disconnected.
     pub buffer: Duration,
+    /// Used for `wss://`.
+    pub tls: ClientTls,
 }
 
 impl WsConfig {
     pub fn validate(&self) -> Result<(), WsError> {
-        if !self.url.starts_with("ws://") {
-            return Err(WsError::Url(self.url.clone()));
+        let bad = || WsError::Url(self.url.clone());
+        let request = self.url.as_str().into_client_request().map_err(|_| bad())?;
+        let uri = request.uri();
+        if !matches!(uri.scheme_str(), Some("ws" | "wss")) || uri.host().is_none_or(str::is_empty) {
+            return Err(bad());
         }
         for (k, v) in &self.headers {
             HeaderName::from_bytes(k.as_bytes())
@@ -271,8 +278,9 @@ struct Queued {
     end: f64,
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<client_tls::Stream>;
 
+/// TCP (+ TLS for `wss://`) through the bridge's [`ClientTls`], then the WebSocket handshake.
 async fn connect(config: &WsConfig) -> Result<Ws, String> {
     let mut request = config
         .url
@@ -284,10 +292,23 @@ async fn connect(config: &WsConfig) -> Result<Ws, String> {
         let value = HeaderValue::from_str(v).map_err(|e| e.to_string())?;
         request.headers_mut().append(name, value);
     }
-    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
+    let uri = request.uri();
+    let tls = uri.scheme_str() == Some("wss");
+    let host = uri.host().unwrap_or_default().to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let handshake = async {
+        let stream = config
+            .tls
+            .connect(tls, &host, port)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio_tungstenite::client_async(request, stream)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| "connect timed out".to_string())??;
     Ok(ws)
 }
 
@@ -461,6 +482,7 @@ mod tests {
             payload,
             fields,
             buffer: Duration::from_secs(30),
+            tls: ClientTls::new(None).unwrap(),
         }
     }
 
@@ -576,7 +598,25 @@ mod tests {
         assert_eq!(cfg.max_queued(), 300);
         cfg.buffer = Duration::from_millis(50);
         assert_eq!(cfg.max_queued(), 1);
-        cfg.url = "wss://x".into();
+    }
+
+    #[test]
+    fn ws_and_wss_urls_with_a_host_are_accepted() {
+        let mut cfg = config(Payload::Pcm, Fields::default());
+        for ok in [
+            "ws://127.0.0.1:1/audio",
+            "wss://asr.example/audio",
+            "wss://[::1]:9443/a?x=1",
+        ] {
+            cfg.url = ok.into();
+            assert!(cfg.validate().is_ok(), "{ok}");
+        }
+        for bad in ["http://x/a", "https://x/a", "wss:///a", "asr:9000", ""] {
+            cfg.url = bad.into();
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
+        cfg.url = "ws://x/a".into();
+        cfg.headers = vec![("Bad Name".into(), "v".into())];
         assert!(cfg.validate().is_err());
     }
 }

@@ -59,6 +59,39 @@ pub fn require(tool: &str) {
     );
 }
 
+/// A self-signed certificate (openssl tool) in `dir`: (cert.pem, key.pem). Subject `CN=cn`;
+/// valid for the names `cn` and `localhost` and the address 127.0.0.1; not a CA, so TLS
+/// clients that verify (rustls) accept it as its own root.
+pub fn self_signed(dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    require("openssl");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args([
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args(["-subj", &format!("/CN={cn}")])
+        .args([
+            "-addext",
+            &format!("subjectAltName=DNS:{cn},DNS:localhost,IP:127.0.0.1"),
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    (cert, key)
+}
+
 /// Starts a station whose SHOUTcast port is the main port + 1 (what SHOUTcast clients
 /// assume), retrying with other ports if that one is taken.
 pub async fn start_with_shoutcast(toml_text: &str) -> Running {

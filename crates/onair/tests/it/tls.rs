@@ -2,7 +2,6 @@
 //! TLS source and a TLS listener; certificate reload with listeners attached.
 
 use std::{
-    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -17,38 +16,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// A self-signed certificate for `cn` in `dir`: (cert.pem, key.pem).
-fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
-    require("openssl");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args([
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "openssl could not make a certificate");
-    (cert, key)
 }
 
 /// The subject CN the server presents on `addr`, as openssl s_client sees it.

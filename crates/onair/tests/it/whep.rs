@@ -14,6 +14,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use onair::{
     bridge::{Bridge, BridgeConfig},
+    client_tls::ClientTls,
     input::whep::{decode::Format, signal::Endpoint, WhepConfig},
     output::ws_pcm::{Fields, Payload, WsConfig},
 };
@@ -75,6 +76,11 @@ impl WhepServer {
         format!("http://127.0.0.1:{}/whep", self.port)
     }
 
+    /// The endpoint of a server started with `--cert/--key`.
+    fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}/whep", self.port)
+    }
+
     /// Waits for the next event line starting with `word`; earlier lines are returned in
     /// `seen` order via the log.
     fn expect(&self, word: &str, within: Duration) -> String {
@@ -98,13 +104,18 @@ impl Drop for WhepServer {
 }
 
 fn bridge_config(whep: &str, ws: SocketAddr, fields: &str) -> BridgeConfig {
+    let tls = ClientTls::new(None).unwrap();
+    bridge_config_with(whep, &format!("ws://{ws}/audio"), fields, tls)
+}
+
+fn bridge_config_with(whep: &str, ws_url: &str, fields: &str, tls: ClientTls) -> BridgeConfig {
     BridgeConfig {
         whep: WhepConfig {
-            endpoint: Endpoint::parse(whep, Some("tok".into())).unwrap(),
+            endpoint: Endpoint::parse(whep, Some("tok".into()), tls.clone()).unwrap(),
             ice_servers: vec![],
         },
         ws: Some(WsConfig {
-            url: format!("ws://{ws}/audio"),
+            url: ws_url.to_owned(),
             headers: vec![("X-Test".into(), "yes".into())],
             trace_id: "T1".into(),
             stm_id: "S1".into(),
@@ -114,6 +125,7 @@ fn bridge_config(whep: &str, ws: SocketAddr, fields: &str) -> BridgeConfig {
             payload: Payload::Pcm,
             fields: Fields::parse(fields).unwrap(),
             buffer: Duration::from_secs(30),
+            tls,
         }),
         trace_id: "T1".into(),
         stm_id: "S1".into(),
@@ -705,4 +717,281 @@ async fn lost_and_reordered_packets_are_concealed_without_losing_time() {
         s.dropped_packets, 0,
         "reordered packets are not late: {s:?}"
     );
+}
+
+/// A fresh directory with a self-signed certificate for localhost and 127.0.0.1.
+fn test_certificate(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("onair-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    crate::support::self_signed(&dir, "localhost")
+}
+
+type Wss =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+/// The test's WebSocket consumer over TLS: one TLS handshake, then the WebSocket one.
+/// Returns the server name the client asked for (SNI) with the socket.
+async fn accept_wss(
+    listener: &TcpListener,
+    acceptor: &tokio_rustls::TlsAcceptor,
+) -> Result<(Option<String>, Wss), String> {
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .map_err(|_| "no connection".to_string())?
+        .map_err(|e| e.to_string())?;
+    let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let sni = tls.get_ref().1.server_name().map(str::to_owned);
+    let ws = tokio_tungstenite::accept_async(tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((sni, ws))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_pull_with_ca_delivers_over_https_and_wss_and_deletes_on_stop() {
+    let (cert, key) = test_certificate("whep-https");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let server = WhepServer::start(&["--token", "tok", "--cert", &cert_s, "--key", &key_s]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let acceptor = onair::tls::Tls::load(&cert, &key).unwrap().acceptor();
+    // The real command line: https by address, wss by name (both in the certificate).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["whep-pull", "--whep", &server.https_url()])
+        .arg("--ws")
+        .arg(format!(
+            "wss://localhost:{}/audio",
+            ws.local_addr().unwrap().port()
+        ))
+        .args([
+            "--trace-id",
+            "T1",
+            "--stm-id",
+            "S1",
+            "--bearer",
+            "tok",
+            "--ca",
+            &cert_s,
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("onair binary starts");
+    let killed = Killed(child.id());
+    let (sni, mut sock) = accept_wss(&ws, &acceptor)
+        .await
+        .expect("wss consumer connected");
+    assert_eq!(sni.as_deref(), Some("localhost"), "SNI is the URL's host");
+    let session = server.expect("SESSION", Duration::from_secs(10));
+    let sid = session[8..].trim().to_owned();
+
+    let keys = ["traceId", "stmId", "timestamp", "data"];
+    let mut msgs = Vec::new();
+    let receive_for = Duration::from_millis(4_500);
+    let mut first: Option<Instant> = None;
+    while first.is_none_or(|f| f.elapsed() < receive_for) {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                msgs.push(parse_message(&t, &keys, now));
+            }
+            Some(Ok(_)) => {}
+            other => panic!("WebSocket ended: {other:?}"),
+        }
+    }
+    // SIGTERM: the session is DELETEd over https, the rest sent, a normal close.
+    killed.signal("-TERM");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("bridge closes the WebSocket")
+        {
+            Some(Ok(Message::Text(t))) => msgs.push(parse_message(&t, &keys, Instant::now())),
+            Some(Ok(Message::Close(c))) => {
+                assert_eq!(c.map(|c| c.code), Some(CloseCode::Normal));
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+    let deleted = server.expect("DELETE", Duration::from_secs(10));
+    assert_eq!(
+        deleted[7..].trim(),
+        sid,
+        "the session we got is the one DELETEd"
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "whep-pull exits cleanly: {status}");
+    let live = msgs
+        .iter()
+        .take_while(|m| m.at.duration_since(first.unwrap()) <= receive_for)
+        .count();
+    check_timeline(&msgs[..live]);
+    check_tones(&msgs);
+}
+
+/// Kills (SIGKILL) a process by id when dropped; `signal` sends another signal.
+struct Killed(u32);
+
+impl Killed {
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.0.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {}", self.0);
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_ca_an_untrusted_certificate_stops_the_bridge_and_nothing_is_sent() {
+    let (cert, key) = test_certificate("whep-untrusted");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let server = WhepServer::start(&["--cert", &cert_s, "--key", &key_s]);
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_url = format!("wss://localhost:{}/audio", ws.local_addr().unwrap().port());
+    let acceptor = onair::tls::Tls::load(&cert, &key).unwrap().acceptor();
+    // The consumer reports every connection attempt: the TLS outcome, messages received.
+    let (attempt_tx, mut attempt_rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = tokio::spawn(async move {
+        loop {
+            let attempt = match accept_wss(&ws, &acceptor).await {
+                Ok((_, mut sock)) => {
+                    let mut n = 0;
+                    while let Some(Ok(m)) = sock.next().await {
+                        n += usize::from(m.is_text());
+                    }
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            };
+            if attempt_tx.send(attempt).is_err() {
+                return;
+            }
+        }
+    });
+    // Only the built-in roots: the self-signed certificate is not trusted.
+    let tls = ClientTls::new(None).unwrap();
+    let bridge = Bridge::start(bridge_config_with(&server.https_url(), &ws_url, "", tls)).unwrap();
+    let stats = bridge.stats.clone();
+    let result = tokio::time::timeout(Duration::from_secs(20), bridge.wait())
+        .await
+        .expect("the bridge ends by itself");
+    let err = result
+        .expect_err("an untrusted WHEP server is an error")
+        .to_string();
+    eprintln!("bridge ended: {err}");
+    assert!(
+        err.contains("certificate not accepted") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    let s = stats.snapshot();
+    assert_eq!(s.state, "failed", "{s:?}");
+    assert_eq!(
+        s.whep_retries, 0,
+        "a certificate error is not retried: {s:?}"
+    );
+    assert_eq!(s.messages_sent, 0, "{s:?}");
+    assert_ne!(s.websocket, "connected", "{s:?}");
+    // The bridge has ended, so its attempts are over on its side; the consumer may still be
+    // reading the alert of the last one.
+    let first = tokio::time::timeout(Duration::from_secs(10), attempt_rx.recv())
+        .await
+        .expect("the bridge tried the wss consumer");
+    consumer.abort();
+    let mut attempts: Vec<_> = first.into_iter().collect();
+    while let Some(a) = attempt_rx.recv().await {
+        attempts.push(a);
+    }
+    eprintln!("wss consumer saw: {attempts:?}");
+    assert!(!attempts.is_empty(), "the consumer is gone");
+    for a in &attempts {
+        let e = a
+            .as_ref()
+            .expect_err("no TLS session with an untrusted certificate");
+        assert!(e.starts_with("TLS handshake"), "{e}");
+    }
+    // No POST ever reached the WHEP server.
+    let said: Vec<String> = server.events.try_iter().collect();
+    assert!(!said.iter().any(|l| l.starts_with("SESSION")), "{said:?}");
+}
+
+#[tokio::test]
+async fn a_bad_ca_file_is_refused_at_start_everywhere() {
+    // Command line: a missing file stops whep-pull before any connection, with the path.
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new("timeout")
+            .arg("20")
+            .arg(env!("CARGO_BIN_EXE_onair"))
+            .args(["whep-pull", "--whep", "https://127.0.0.1:9/whep"])
+            .args([
+                "--ws",
+                "wss://127.0.0.1:9/a",
+                "--trace-id",
+                "T",
+                "--stm-id",
+                "S",
+            ])
+            .args(["--ca", "/nonexistent/onair-ca.pem"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("CA file /nonexistent/onair-ca.pem") && stderr.contains("No such file"),
+        "{stderr}"
+    );
+
+    // [[bridge]]: a file that is not PEM makes the config invalid.
+    let dir = std::env::temp_dir().join(format!("onair-badca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "no certificate here\n").unwrap();
+    let toml_text = format!(
+        "[[bridge]]\nwhep = \"https://127.0.0.1:9/whep\"\nws = \"wss://127.0.0.1:9/a\"\ntrace_id = \"T1\"\nstm_id = \"S1\"\nca_file = {:?}\n",
+        garbage.display().to_string()
+    );
+    let raw: onair::config::RawConfig = toml::from_str(&toml_text).unwrap();
+    let err = onair::config::Config::from_raw(raw, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bridge T1")
+            && err.contains("garbage.pem")
+            && err.contains("no PEM certificate"),
+        "{err}"
+    );
+
+    // API: 400 with the reason.
+    let running = crate::support::start("").await;
+    let spec = "{\"whep\":\"https://127.0.0.1:9/whep\",\"ws\":\"wss://127.0.0.1:9/a\",\"traceId\":\"T2\",\"stmId\":\"S2\",\"caFile\":\"/nonexistent/onair-ca.pem\"}";
+    let (status, body) = http(running.local_addr(), "POST", "/api/bridges", true, spec).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("CA file /nonexistent/onair-ca.pem"), "{body}");
+    running.shutdown(Duration::from_secs(2)).await;
 }

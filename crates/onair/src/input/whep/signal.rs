@@ -1,10 +1,12 @@
 //! WHEP signaling (draft-ietf-wish-whep): one HTTP exchange to open a session (POST the SDP
 //! offer, get `201 Created` with the SDP answer and the session URL in `Location`) and one to
-//! end it (DELETE that URL). Plain `http://` only, one connection per request.
+//! end it (DELETE that URL). `http://` or `https://` (TLS through [`ClientTls`], SNI and
+//! certificate check against the URL's host), one HTTP/1.1 connection per request.
 //!
 //! Invariants: every request is bounded in time ([`REQUEST_TIMEOUT`]) and response size
 //! ([`MAX_BODY`]); a failure says whether retrying may help and how long the server asked us
-//! to wait (`Retry-After` on 409/503/429).
+//! to wait (`Retry-After` on 409/503/429). A certificate the server presents and we do not
+//! accept is a setup error (not retried), like a refused token.
 
 use std::time::Duration;
 
@@ -12,7 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{header, Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use crate::client_tls::{ClientTls, ClientTlsError};
 
 /// Longest a single signaling request may take, connect to last body byte.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,10 +24,12 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
-    #[error("WHEP URL {0:?} is not an http:// URL with a host")]
+    #[error("WHEP URL {0:?} is not an http:// or https:// URL with a host")]
     Url(String),
     #[error("cannot reach the WHEP server: {0}")]
     Network(String),
+    #[error("WHEP server: {0}")]
+    Certificate(String),
     #[error("WHEP server answered {status}: {body}")]
     Status {
         status: StatusCode,
@@ -40,7 +45,7 @@ impl SignalError {
     /// Worth trying again later (the server may recover), as opposed to a setup mistake.
     pub fn is_transient(&self) -> bool {
         match self {
-            SignalError::Url(_) => false,
+            SignalError::Url(_) | SignalError::Certificate(_) => false,
             SignalError::Network(_) | SignalError::Answer(_) => true,
             SignalError::Status { status, .. } => {
                 status.is_server_error()
@@ -59,11 +64,13 @@ impl SignalError {
     }
 }
 
-/// A WHEP endpoint plus the credentials to use with it.
+/// A WHEP endpoint plus the credentials and TLS settings to use with it.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub url: Uri,
     pub bearer: Option<String>,
+    /// Used for `https://` URLs (the endpoint's and any session URL's).
+    pub tls: ClientTls,
 }
 
 /// What a successful POST gives.
@@ -75,12 +82,20 @@ pub struct Session {
 }
 
 impl Endpoint {
-    pub fn parse(url: &str, bearer: Option<String>) -> Result<Endpoint, SignalError> {
+    pub fn parse(
+        url: &str,
+        bearer: Option<String>,
+        tls: ClientTls,
+    ) -> Result<Endpoint, SignalError> {
         let uri: Uri = url.parse().map_err(|_| SignalError::Url(url.into()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(SignalError::Url(url.into()));
         }
-        Ok(Endpoint { url: uri, bearer })
+        Ok(Endpoint {
+            url: uri,
+            bearer,
+            tls,
+        })
     }
 
     /// `host:port` to connect to.
@@ -141,8 +156,22 @@ impl Endpoint {
         body: Option<(&str, String)>,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), SignalError> {
         let net = |e: &dyn std::fmt::Display| SignalError::Network(e.to_string());
-        let authority = authority_of(url);
-        let stream = TcpStream::connect(&authority).await.map_err(|e| net(&e))?;
+        let https = match url.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(SignalError::Url(url.to_string())),
+        };
+        let host = url
+            .host()
+            .ok_or_else(|| SignalError::Url(url.to_string()))?;
+        let stream = self
+            .tls
+            .connect(https, host, port_of(url))
+            .await
+            .map_err(|e| match e {
+                e @ ClientTlsError::Certificate { .. } => SignalError::Certificate(e.to_string()),
+                e => net(&e),
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| net(&e))?;
@@ -183,9 +212,19 @@ impl Endpoint {
     }
 }
 
+/// The URL's port, else the scheme's.
+fn port_of(url: &Uri) -> u16 {
+    let default = if url.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    url.port_u16().unwrap_or(default)
+}
+
 fn authority_of(url: &Uri) -> String {
     let host = url.host().unwrap_or("");
-    let port = url.port_u16().unwrap_or(80);
+    let port = port_of(url);
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {
@@ -243,10 +282,35 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_with_a_host() {
-        assert!(Endpoint::parse("http://127.0.0.1:1/whep", None).is_ok());
-        assert!(Endpoint::parse("ftp://x/whep", None).is_err());
-        assert!(Endpoint::parse("/whep", None).is_err());
+    fn https_locations_keep_https_and_the_port() {
+        let base: Uri = "https://cdn.example/live/cam1/whep".parse().unwrap();
+        let r = |l: &str| resolve(&base, l).unwrap().to_string();
+        assert_eq!(r("/s/1"), "https://cdn.example/s/1");
+        assert_eq!(r("s/1"), "https://cdn.example/live/cam1/s/1");
+        assert_eq!(r("//edge:8443/s/1"), "https://edge:8443/s/1");
+        assert_eq!(r("https://edge.example/s/2"), "https://edge.example/s/2");
+        assert_eq!(port_of(&base), 443);
+        assert_eq!(port_of(&"http://media/whep".parse().unwrap()), 80);
+        assert_eq!(port_of(&"https://media:8443/whep".parse().unwrap()), 8443);
+    }
+
+    #[test]
+    fn only_http_and_https_urls_with_a_host() {
+        let tls = || ClientTls::new(None).unwrap();
+        let ep = |u: &str| Endpoint::parse(u, None, tls());
+        assert!(ep("http://127.0.0.1:1/whep").is_ok());
+        let e = ep("https://cdn.example/whep").unwrap();
+        assert_eq!(e.authority(), "cdn.example:443");
+        assert!(ep("ftp://x/whep").is_err());
+        assert!(ep("ws://x/whep").is_err());
+        assert!(ep("/whep").is_err());
+        assert!(ep("https:///whep").is_err());
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_not_retried() {
+        assert!(!SignalError::Certificate("x".into()).is_transient());
+        assert!(SignalError::Network("x".into()).is_transient());
     }
 
     #[test]

@@ -15,12 +15,14 @@ packets) and sends those packets to every session, so one server can feed ~100 s
 (benchmarks). --codec PCMU answers with G.711 µ-law only (PCMA: A-law). --reject-first N answers the first N POSTs with 503 + Retry-After: 1, to exercise
 the client's retry. --end-after SECS closes the first peer connection that long after
 it connected (the server goes away without DELETE), to exercise WHEP reconnection.
+--cert FILE --key FILE serve HTTPS with that certificate (PEM) instead of plain HTTP.
 """
 
 import argparse
 import asyncio
 import fractions
 import math
+import ssl
 import sys
 import time
 import uuid
@@ -166,6 +168,8 @@ async def main():
     ap.add_argument("--drop-every", type=int, default=0)
     ap.add_argument("--reorder-every", type=int, default=0)
     ap.add_argument("--preencoded", action="store_true")
+    ap.add_argument("--cert", default="", help="serve HTTPS with this certificate (PEM)")
+    ap.add_argument("--key", default="", help="the certificate's private key (PEM)")
     args = ap.parse_args()
     tones = [float(t) for t in args.tones.split(",")]
     if args.drop_every or args.reorder_every:
@@ -241,7 +245,11 @@ async def main():
     app.router.add_patch("/whep/session/{sid}", patch)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    tls = None
+    if args.cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.cert, args.key)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     say("LISTEN", port)

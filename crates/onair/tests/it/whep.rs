@@ -534,19 +534,20 @@ async fn read_messages(
     sock: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     n: usize,
     ids: (&str, &str),
-) {
+) -> Vec<Received> {
     let keys = ["traceId", "stmId", "timestamp", "data"];
-    let mut got = 0;
-    while got < n {
+    let mut got = Vec::new();
+    while got.len() < n {
         let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
             .await
             .expect("audio keeps coming");
         if let Some(Ok(Message::Text(t))) = next {
             let m = parse_message_of(&t, &keys, Instant::now(), ids);
             assert_eq!(m.pcm.len() * 2, CHUNK_BYTES);
-            got += 1;
+            got.push(m);
         }
     }
+    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -994,4 +995,197 @@ async fn a_bad_ca_file_is_refused_at_start_everywhere() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("CA file /nonexistent/onair-ca.pem"), "{body}");
     running.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Tone of each 100 ms window of decoded mount audio (mono f32 at `rate`), `None` where no
+/// tone of the sequence clearly dominates (silence, a change of tone).
+fn window_tones(pcm: &[f32], rate: u32) -> Vec<Option<u32>> {
+    let tones = [440u32, 660, 880];
+    pcm.chunks_exact(rate as usize / 10)
+        .map(|w| {
+            let p: Vec<f64> = tones
+                .iter()
+                .map(|&f| crate::encoding::power(w, rate, f64::from(f)))
+                .collect();
+            let (best, &pmax) = p
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap();
+            let others = p.iter().sum::<f64>() - pmax;
+            (pmax > 10.0 * others && pmax > 1e-4).then_some(tones[best])
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_with_a_mount_puts_the_webrtc_stream_on_air() {
+    crate::support::require("ffmpeg");
+    let whep = WhepServer::start(&[]);
+    // The WebRTC stream becomes a radio stream, and still goes to the WebSocket.
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let toml = format!(
+        "[[bridge]]\nwhep = \"{}\"\nws = \"ws://{}/m\"\ntrace_id = \"T1\"\nstm_id = \"S1\"\nmount = \"/webrtc\"\n",
+        whep.url(),
+        ws.local_addr().unwrap()
+    );
+    let running = crate::support::start(&toml).await;
+    let addr = running.local_addr();
+    whep.expect("CONNECTED", Duration::from_secs(20));
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("the bridge connects to the WebSocket too")
+        .unwrap();
+    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+
+    let mut listener = crate::support::Listener::get(addr, "/webrtc", false).await;
+    assert!(
+        listener.head.starts_with("HTTP/1.0 200"),
+        "{}",
+        listener.head
+    );
+    assert!(
+        crate::support::header(&listener.head, "content-type") == Some("audio/mpeg"),
+        "{}",
+        listener.head
+    );
+    // 7 s of 128 kbit/s MP3 (the burst is the first few seconds of it).
+    tokio::time::timeout(Duration::from_secs(30), listener.fill(7 * 16_000))
+        .await
+        .expect("the mount carries the bridge's audio in real time");
+    let pcm = crate::encoding::ffmpeg_pcm(&listener.body, 16_000);
+    let tones = window_tones(&pcm, 16_000);
+    let mut runs: Vec<(Option<u32>, usize)> = Vec::new();
+    for t in &tones {
+        match runs.last_mut() {
+            Some((r, n)) if r == t => *n += 1,
+            _ => runs.push((*t, 1)),
+        }
+    }
+    eprintln!("mount tone runs (Hz, 100 ms windows): {runs:?}");
+    let sure: Vec<(u32, usize)> = runs
+        .iter()
+        .filter_map(|&(t, n)| t.map(|t| (t, n)))
+        .filter(|&(_, n)| n >= 2)
+        .collect();
+    assert!(sure.len() >= 4, "tone runs {runs:?}");
+    let next = |t: u32| match t {
+        440 => 880,
+        880 => 660,
+        _ => 440,
+    };
+    for w in sure.windows(2) {
+        assert_eq!(w[1].0, next(w[0].0), "tone order in {runs:?}");
+    }
+    for &(t, n) in &sure[1..sure.len() - 1] {
+        assert!(
+            (8..=11).contains(&n),
+            "{t} Hz lasted {n} windows in {runs:?}"
+        );
+    }
+
+    // The WebSocket side (resampled from the 48 kHz decode the mount gets) follows the
+    // same sequence.
+    check_tones(&read_messages(&mut sock, 45, ("T1", "S1")).await);
+
+    // The API shows it by stm_id; a second bridge with the same stm_id or onto the same
+    // (busy) mount is refused, one with neither a WebSocket nor a mount is invalid.
+    let (status, body) = http(addr, "GET", "/api/bridges/S1", true, "").await;
+    assert_eq!(status, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["spec"]["mount"], "/webrtc");
+    assert_eq!(info["stats"]["codec"], "opus");
+    assert_eq!(info["stats"]["mount_dropped"], 0, "{info}");
+    let again = format!(
+        "{{\"whep_url\":\"{}\",\"traceId\":\"T2\",\"stmId\":\"S1\",\"mount\":\"/other\"}}",
+        whep.url()
+    );
+    let (status, body) = http(addr, "POST", "/api/bridges", true, &again).await;
+    assert_eq!(status, 409, "{body}");
+    let busy = again
+        .replace("\"S1\"", "\"S2\"")
+        .replace("/other", "/webrtc");
+    let (status, body) = http(addr, "POST", "/api/bridges", true, &busy).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("/webrtc"), "{body}");
+    let neither = format!(
+        "{{\"whep_url\":\"{}\",\"traceId\":\"T3\",\"stmId\":\"S3\"}}",
+        whep.url()
+    );
+    assert_eq!(
+        http(addr, "POST", "/api/bridges", true, &neither).await.0,
+        400
+    );
+
+    // DELETE by stm_id: WHEP session deleted, the mount's source ends, listeners close
+    // (no fallback configured).
+    let (status, body) = http(addr, "DELETE", "/api/bridges/S1", true, "").await;
+    assert_eq!(status, 200, "{body}");
+    whep.expect("DELETE", Duration::from_secs(10));
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 16_384];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut listener.stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the listener was closed when the bridge stopped"
+    );
+    assert!(running.shutdown(Duration::from_secs(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_pull_with_a_mount_runs_a_station_with_listeners() {
+    crate::support::require("ffmpeg");
+    let whep = WhepServer::start(&[]);
+    // No --ws: the command runs a station with the bridge feeding /live.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["whep-pull", "--whep", &whep.url()])
+        .args(["--trace-id", "T1", "--stm-id", "S1", "--mount", "/live"])
+        .args(["--bind", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("onair binary starts");
+    let killed = Killed(child.id());
+    let mut banner = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut banner).unwrap();
+    let addr: SocketAddr = banner
+        .split("listening on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("banner {banner:?}"))
+        .trim()
+        .parse()
+        .unwrap();
+    whep.expect("CONNECTED", Duration::from_secs(20));
+    let mut listener = crate::support::Listener::get(addr, "/live", false).await;
+    assert!(
+        listener.head.starts_with("HTTP/1.0 200"),
+        "{}",
+        listener.head
+    );
+    tokio::time::timeout(Duration::from_secs(20), listener.fill(3 * 16_000))
+        .await
+        .expect("the mount carries audio");
+    let pcm = crate::encoding::ffmpeg_pcm(&listener.body, 16_000);
+    let heard: Vec<u32> = window_tones(&pcm, 16_000).into_iter().flatten().collect();
+    assert!(
+        heard.len() >= 15,
+        "at least 1.5 s of the tone sequence on the mount, heard {heard:?}"
+    );
+    killed.signal("-TERM");
+    whep.expect("DELETE", Duration::from_secs(10));
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "whep-pull exits cleanly: {status}");
 }

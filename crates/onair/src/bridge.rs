@@ -398,9 +398,7 @@ impl BridgeSpec {
             return Err("a bridge needs a WebSocket (ws) or a mount (mount), or both".into());
         }
         if let Some(m) = &self.mount {
-            if !m.starts_with('/') || m.len() < 2 || m.contains(['?', '#', ' ']) {
-                return Err(format!("mount {m:?}: must be a path like /live"));
-            }
+            crate::config::validate_mount_name(m)?;
         }
         if self.trace_id.is_empty() || self.stm_id.is_empty() {
             return Err("trace_id and stm_id must not be empty".into());

@@ -719,9 +719,15 @@ impl Config {
         }
         validate_mount_name(&demo.mount)
             .map_err(|e| ConfigError::Invalid(format!("[demo] mount: {e}")))?;
-        for b in &raw.bridge {
+        for (i, b) in raw.bridge.iter().enumerate() {
             b.to_config()
                 .map_err(|e| ConfigError::Invalid(format!("bridge {}: {e}", b.trace_id)))?;
+            if raw.bridge[..i].iter().any(|o| o.stm_id == b.stm_id) {
+                return Err(ConfigError::Invalid(format!(
+                    "bridge {}: stm_id {:?} is used by another [[bridge]]",
+                    b.trace_id, b.stm_id
+                )));
+            }
         }
         Ok(Config {
             bridges: raw.bridge,
@@ -945,6 +951,28 @@ mod tests {
         assert_eq!(m.settings.metaint, 8192);
         assert_eq!(m.settings.max_listeners, 5000);
         assert_eq!(m.fallback.as_deref(), Some("/autodj"));
+    }
+
+    #[test]
+    fn bridges_need_an_output_a_valid_mount_and_unique_stream_ids() {
+        let load = |text: &str| {
+            let raw: RawConfig = toml::from_str(text).unwrap();
+            Config::from_raw(raw, &Overrides::default())
+        };
+        let bridge = |stm: &str, out: &str| {
+            format!(
+                "[[bridge]]\nwhep = \"http://m/w\"\ntrace_id = \"T\"\nstm_id = \"{stm}\"\n{out}\n"
+            )
+        };
+        let ok = bridge("S1", "mount = \"/live\"") + &bridge("S2", "ws = \"ws://a/b\"");
+        let c = load(&ok).unwrap();
+        assert_eq!(c.bridges[0].mount.as_deref(), Some("/live"));
+        assert_eq!(c.bridges[1].ws.as_deref(), Some("ws://a/b"));
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        assert!(err(&bridge("S1", "")).contains("ws"), "neither output");
+        assert!(err(&bridge("S1", "mount = \"live\"")).contains("mount name"));
+        let twice = bridge("S1", "mount = \"/a\"") + &bridge("S1", "mount = \"/b\"");
+        assert!(err(&twice).contains("stm_id \"S1\""));
     }
 
     #[test]

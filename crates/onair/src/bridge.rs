@@ -255,6 +255,7 @@ impl Bridge {
             encoder,
             stats: stats.clone(),
             span: span.clone(),
+            stop: cancel.clone(),
         })?;
         let whep_task = tokio::spawn(
             whep::run(config.whep.clone(), link_tx, stats.clone(), cancel.clone())
@@ -546,8 +547,17 @@ impl Registry {
     pub fn start(&self, spec: BridgeSpec, station: &Station) -> Result<Info, RegistryError> {
         let config = spec.to_config().map_err(RegistryError::Invalid)?;
         let mut entries = self.lock();
-        if entries.len() >= MAX_BRIDGES {
+        let running = entries.iter().filter(|e| e.ended.borrow().is_none()).count();
+        if running >= MAX_BRIDGES {
             return Err(RegistryError::Full);
+        }
+        // Ended bridges stay listed (with why they ended) until DELETEd, the oldest going
+        // first once as many as the running limit have piled up.
+        while entries.len() - running >= MAX_BRIDGES {
+            match entries.iter().position(|e| e.ended.borrow().is_some()) {
+                Some(at) => drop(entries.remove(at)),
+                None => break,
+            }
         }
         if entries
             .iter()

@@ -22,6 +22,7 @@
 //!   and its senders dropped, which ends the WebSocket task. A session ends (its `done`
 //!   answered) on failure, on its token, or when a newer one arrives.
 //! - A worker with no members sleeps on its command channel instead of ticking.
+//! - A panic while stepping one member drops that member only (logged); the others go on.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -66,6 +67,8 @@ pub struct Member {
     pub stats: Arc<Stats>,
     /// The bridge's span (trace and stream ids) for the worker's log lines.
     pub span: tracing::Span,
+    /// Stops the whole bridge: used when its only output, the mount, went away.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// Reused buffers of one worker.
@@ -154,8 +157,16 @@ impl Running {
             }
             if closed {
                 let _span = m.span.enter();
-                tracing::warn!("the mount's encoder stopped (source killed?): mount feed ended");
                 m.encoder = None;
+                if m.ws.is_none() {
+                    // Like any source client that is kicked: the bridge ends.
+                    tracing::warn!("the mount's encoder stopped (source killed?): bridge stops");
+                    m.stop.cancel();
+                } else {
+                    tracing::warn!(
+                        "the mount's encoder stopped (source killed?): mount feed ended"
+                    );
+                }
             }
         }
         match &mut m.ws {
@@ -214,7 +225,20 @@ fn work(commands: Receiver<Member>, load: Arc<AtomicUsize>) {
             members.push(admit(m));
         }
         let now = Instant::now();
-        members.retain_mut(|m| m.step(now, &mut scratch));
+        members.retain_mut(|m| {
+            // A bug in one bridge must not take the others down: it alone is dropped (its
+            // driver then sees the worker gone and the bridge fails with that reason).
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                m.step(now, &mut scratch)
+            }));
+            stepped.unwrap_or_else(|_| {
+                let _span = m.member.span.enter();
+                tracing::error!("bridge media step panicked: bridge dropped");
+                scratch.blocks.clear();
+                scratch.chunks.clear();
+                false
+            })
+        });
         load.store(members.len(), Ordering::Relaxed);
         next += TICK;
         match next.checked_duration_since(Instant::now()) {

@@ -1117,6 +1117,37 @@ async fn a_bridge_with_a_mount_puts_the_webrtc_stream_on_air() {
         400
     );
 
+    // A mount-only bridge whose source is killed ends, like a kicked source client.
+    let solo = format!(
+        "{{\"whep_url\":\"{}\",\"traceId\":\"T4\",\"stmId\":\"S4\",\"mount\":\"/solo\"}}",
+        whep.url()
+    );
+    let (status, body) = http(addr, "POST", "/api/bridges", true, &solo).await;
+    assert_eq!(status, 201, "{body}");
+    let bridge_field = |field: &'static str| async move {
+        let (_, body) = http(addr, "GET", "/api/bridges/S4", true, "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if field == "ended" {
+            v["ended"].clone()
+        } else {
+            v["stats"][field].clone()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bridge_field("state").await != "connected" {
+        assert!(Instant::now() < deadline, "S4 never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = http(addr, "DELETE", "/api/mounts/solo/source", true, "").await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bridge_field("ended").await.is_null() {
+        assert!(Instant::now() < deadline, "S4 still runs without its mount");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bridge_field("ended").await, "stopped");
+    whep.expect("DELETE", Duration::from_secs(10));
+
     // DELETE by stm_id: WHEP session deleted, the mount's source ends, listeners close
     // (no fallback configured).
     let (status, body) = http(addr, "DELETE", "/api/bridges/S1", true, "").await;

@@ -547,7 +547,10 @@ impl Registry {
     pub fn start(&self, spec: BridgeSpec, station: &Station) -> Result<Info, RegistryError> {
         let config = spec.to_config().map_err(RegistryError::Invalid)?;
         let mut entries = self.lock();
-        let running = entries.iter().filter(|e| e.ended.borrow().is_none()).count();
+        let running = entries
+            .iter()
+            .filter(|e| e.ended.borrow().is_none())
+            .count();
         if running >= MAX_BRIDGES {
             return Err(RegistryError::Full);
         }

@@ -96,6 +96,18 @@ impl WhepServer {
     }
 }
 
+impl WhepServer {
+    /// The server saw session `sid` DELETEd.
+    fn expect_deleted(&self, sid: &str) {
+        let deleted = self.expect("DELETE", Duration::from_secs(10));
+        assert_eq!(
+            deleted[7..].trim(),
+            sid,
+            "the session we got is the one DELETEd"
+        );
+    }
+}
+
 impl Drop for WhepServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -172,6 +184,30 @@ fn parse_message_of(text: &str, want_keys: &[&str], at: Instant, ids: (&str, &st
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect(),
         at,
+    }
+}
+
+/// After a stop: the messages still coming, then the normal close frame.
+async fn until_close<S>(
+    sock: &mut tokio_tungstenite::WebSocketStream<S>,
+    msgs: &mut Vec<Received>,
+    keys: &[&str],
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("bridge closes the WebSocket")
+        {
+            Some(Ok(Message::Text(t))) => msgs.push(parse_message(&t, keys, Instant::now())),
+            Some(Ok(Message::Close(c))) => {
+                assert_eq!(c.map(|c| c.code), Some(CloseCode::Normal));
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
     }
 }
 
@@ -322,26 +358,8 @@ async fn whep_pull_delivers_the_tone_sequence_and_deletes_on_stop() {
     let stats = bridge.stats.clone();
     bridge.stop();
     // Stop drains: the rest of the audio, then a normal close frame.
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), sock.next())
-            .await
-            .expect("bridge closes the WebSocket")
-        {
-            Some(Ok(Message::Text(t))) => msgs.push(parse_message(&t, &keys, Instant::now())),
-            Some(Ok(Message::Close(c))) => {
-                assert_eq!(c.map(|c| c.code), Some(CloseCode::Normal));
-                break;
-            }
-            Some(Ok(_)) => {}
-            other => panic!("no close frame: {other:?}"),
-        }
-    }
-    let deleted = server.expect("DELETE", Duration::from_secs(10));
-    assert_eq!(
-        deleted[7..].trim(),
-        sid,
-        "the session we got is the one DELETEd"
-    );
+    until_close(&mut sock, &mut msgs, &keys).await;
+    server.expect_deleted(&sid);
 
     // The drained tail arrives all at once: judge the timeline on the live part.
     let live = msgs
@@ -810,26 +828,8 @@ async fn whep_pull_with_ca_delivers_over_https_and_wss_and_deletes_on_stop() {
     }
     // SIGTERM: the session is DELETEd over https, the rest sent, a normal close.
     killed.signal("-TERM");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), sock.next())
-            .await
-            .expect("bridge closes the WebSocket")
-        {
-            Some(Ok(Message::Text(t))) => msgs.push(parse_message(&t, &keys, Instant::now())),
-            Some(Ok(Message::Close(c))) => {
-                assert_eq!(c.map(|c| c.code), Some(CloseCode::Normal));
-                break;
-            }
-            Some(Ok(_)) => {}
-            other => panic!("no close frame: {other:?}"),
-        }
-    }
-    let deleted = server.expect("DELETE", Duration::from_secs(10));
-    assert_eq!(
-        deleted[7..].trim(),
-        sid,
-        "the session we got is the one DELETEd"
-    );
+    until_close(&mut sock, &mut msgs, &keys).await;
+    server.expect_deleted(&sid);
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

@@ -55,6 +55,10 @@ pub struct Stats {
     ice: Mutex<String>,
     ws: Mutex<String>,
     codec: Mutex<String>,
+    /// Why the WHEP side last failed (empty once a session connects).
+    whep_error: Mutex<String>,
+    /// Why the WebSocket last failed or dropped (empty once it connects).
+    ws_error: Mutex<String>,
     pub rtp_packets: AtomicU64,
     pub lost_packets: AtomicU64,
     pub dropped_packets: AtomicU64,
@@ -82,6 +86,11 @@ pub struct Snapshot {
     pub websocket: String,
     /// Codec of the current session: `opus`, `pcmu`, `pcma` (empty before the first packet).
     pub codec: String,
+    /// The last WHEP failure (signaling, TLS, ICE/DTLS, media timeout); empty while a
+    /// session is connected.
+    pub whep_error: String,
+    /// The last WebSocket failure (connect, TLS, drop); empty while connected.
+    pub ws_error: String,
     pub uptime_s: f64,
     pub seconds_received: f64,
     pub rtp_packets: u64,
@@ -105,6 +114,8 @@ impl Stats {
             ice: text("new"),
             ws: text("new"),
             codec: text(""),
+            whep_error: text(""),
+            ws_error: text(""),
             rtp_packets: AtomicU64::new(0),
             lost_packets: AtomicU64::new(0),
             dropped_packets: AtomicU64::new(0),
@@ -158,6 +169,16 @@ impl Stats {
         Self::set(&self.codec, s);
     }
 
+    /// `""` clears it.
+    pub fn set_whep_error(&self, s: &str) {
+        Self::set(&self.whep_error, s);
+    }
+
+    /// `""` clears it.
+    pub fn set_ws_error(&self, s: &str) {
+        Self::set(&self.ws_error, s);
+    }
+
     pub fn record_sent(&self, latency_s: f64) {
         self.messages_sent.fetch_add(1, Ordering::Relaxed);
         let us = (latency_s.max(0.0) * 1e6) as u64;
@@ -175,6 +196,8 @@ impl Stats {
             ice: Self::get(&self.ice),
             websocket: Self::get(&self.ws),
             codec: Self::get(&self.codec),
+            whep_error: Self::get(&self.whep_error),
+            ws_error: Self::get(&self.ws_error),
             uptime_s: self.started.elapsed().as_secs_f64(),
             seconds_received: bytes as f64 / per_sec,
             rtp_packets: self.rtp_packets.load(Ordering::Relaxed),

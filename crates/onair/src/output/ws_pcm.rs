@@ -357,6 +357,7 @@ pub async fn run(config: WsConfig, mut chunks: Receiver<Chunk>, stats: Arc<Stats
             if let Some(why) = failed {
                 tracing::warn!(error = %why, queued = queue.len(), "WebSocket dropped");
                 stats.set_ws("disconnected");
+                stats.set_ws_error(&format!("dropped: {why}"));
                 stats.ws_reconnects.fetch_add(1, Ordering::Relaxed);
                 ws = None;
                 retry_at = Instant::now() + backoff;
@@ -394,6 +395,7 @@ pub async fn run(config: WsConfig, mut chunks: Receiver<Chunk>, stats: Arc<Stats
                 Ok(socket) => {
                     tracing::info!(url = %config.url, queued = queue.len(), "WebSocket connected");
                     stats.set_ws("connected");
+                    stats.set_ws_error("");
                     ws = Some(socket);
                     backoff = BACKOFF_MIN;
                     continue;
@@ -401,6 +403,7 @@ pub async fn run(config: WsConfig, mut chunks: Receiver<Chunk>, stats: Arc<Stats
                 Err(e) => {
                     tracing::warn!(url = %config.url, error = %e, retry_in = ?backoff, "WebSocket connect failed");
                     stats.set_ws("disconnected");
+                    stats.set_ws_error(&format!("connect: {e}"));
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
@@ -429,6 +432,7 @@ pub async fn run(config: WsConfig, mut chunks: Receiver<Chunk>, stats: Arc<Stats
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     tracing::warn!(queued = queue.len(), "WebSocket closed by the consumer");
                     stats.set_ws("disconnected");
+                    stats.set_ws_error("closed by the consumer");
                     stats.ws_reconnects.fetch_add(1, Ordering::Relaxed);
                     ws = None;
                     retry_at = Instant::now() + BACKOFF_MIN;

@@ -620,6 +620,8 @@ async fn bridges_from_config_and_the_api_run_and_stop() {
     assert_eq!(api["spec"]["trace_id"], "T2");
     assert_eq!(api["ended"], serde_json::Value::Null);
     assert_eq!(api["stats"]["state"], "connected");
+    assert_eq!(api["stats"]["whep_error"], "", "{api}");
+    assert_eq!(api["stats"]["ws_error"], "", "{api}");
     assert!(
         // 5 received: the 5th was sent, so the 4th send had completed and was counted.
         api["stats"]["messages_sent"].as_u64().unwrap() >= 4,
@@ -1186,16 +1188,15 @@ async fn whep_pull_with_a_mount_runs_a_station_with_listeners() {
         .spawn()
         .expect("onair binary starts");
     let killed = Killed(child.id());
-    let mut banner = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut banner).unwrap();
-    let addr: SocketAddr = banner
-        .split("listening on ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("banner {banner:?}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("banner before exit").unwrap();
+        if let Some(rest) = line.split(" listening on ").nth(1) {
+            break rest.trim().parse().expect("address in banner");
+        }
+    };
+    // Keep draining stdout so the station never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
     whep.expect("CONNECTED", Duration::from_secs(20));
     let mut listener = crate::support::Listener::get(addr, "/live", false).await;
     assert!(
@@ -1219,4 +1220,41 @@ async fn whep_pull_with_a_mount_runs_a_station_with_listeners() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "whep-pull exits cleanly: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_shows_why_each_side_is_failing() {
+    let running = crate::support::start("").await;
+    let addr = running.local_addr();
+    // A port nobody listens on, for both sides.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let spec = format!(
+        "{{\"whep\":\"http://127.0.0.1:{closed}/whep\",\"ws\":\"ws://127.0.0.1:{closed}/a\",\"traceId\":\"T1\",\"stmId\":\"S1\"}}"
+    );
+    let (status, body) = http(addr, "POST", "/api/bridges", true, &spec).await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stats = loop {
+        let (_, body) = http(addr, "GET", "/api/bridges/S1", true, "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let stats = v["stats"].clone();
+        if stats["whep_error"] != "" && stats["ws_error"] != "" {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "no errors shown: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let whep = stats["whep_error"].as_str().unwrap();
+    let ws = stats["ws_error"].as_str().unwrap();
+    assert!(whep.contains("cannot reach the WHEP server"), "{whep}");
+    assert!(ws.starts_with("connect:"), "{ws}");
+    assert!(stats["whep_retries"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(
+        http(addr, "DELETE", "/api/bridges/S1", true, "").await.0,
+        200
+    );
+    assert!(running.shutdown(Duration::from_secs(10)).await);
 }

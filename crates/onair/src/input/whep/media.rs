@@ -170,6 +170,7 @@ impl Media {
             Event::Connected => {
                 tracing::info!("peer connection connected (ICE + DTLS)");
                 self.stats.set_state("connected");
+                self.stats.set_whep_error("");
                 self.connected_at = Some(Instant::now());
                 self.last_media = Instant::now();
             }

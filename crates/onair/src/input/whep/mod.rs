@@ -112,6 +112,7 @@ pub async fn run(
             Ok(()) => WhepError::Lost("session ended".into()),
             Err(e) => e,
         };
+        stats.set_whep_error(&err.to_string());
         if !err.is_transient() {
             tracing::error!(error = %err, "WHEP pull failed");
             stats.set_state("failed");

@@ -533,6 +533,15 @@ fn print_banner(config: &Config, addr: SocketAddr) {
     for m in &config.mounts {
         println!("  mount:    http://{host}{}", m.name);
     }
+    for b in &config.bridges {
+        let to = match (&b.mount, &b.ws) {
+            (Some(m), Some(ws)) => format!("http://{host}{m} and {ws}"),
+            (Some(m), None) => format!("http://{host}{m}"),
+            (None, Some(ws)) => ws.clone(),
+            (None, None) => continue,
+        };
+        println!("  bridge:   {} -> {to}  (stm_id {})", b.whep, b.stm_id);
+    }
 }
 
 /// SIGHUP: re-reads the config file (and the flags given at start) and applies it; a bad

@@ -187,6 +187,50 @@ fn parse_message_of(text: &str, want_keys: &[&str], at: Instant, ids: (&str, &st
     }
 }
 
+/// How long [`receive_live`] listens, from the first message.
+const RECEIVE_FOR: Duration = Duration::from_millis(4_500);
+
+/// The messages of [`RECEIVE_FOR`] of a running bridge (the socket must stay open).
+async fn receive_live<S>(
+    sock: &mut tokio_tungstenite::WebSocketStream<S>,
+    keys: &[&str],
+) -> Vec<Received>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut msgs = Vec::new();
+    let mut first: Option<Instant> = None;
+    while first.is_none_or(|f| f.elapsed() < RECEIVE_FOR) {
+        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
+            .await
+            .expect("audio keeps coming");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                msgs.push(parse_message(&t, keys, now));
+            }
+            Some(Ok(Message::Close(c))) => panic!("closed early: {c:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("WebSocket ended: {other:?}"),
+        }
+    }
+    msgs
+}
+
+/// The messages received live: the tail drained at a stop arrives all at once, so the
+/// timeline is judged on what came within [`RECEIVE_FOR`] of the first.
+fn live_part(msgs: &[Received]) -> &[Received] {
+    let Some(first) = msgs.first().map(|m| m.at) else {
+        return msgs;
+    };
+    let live = msgs
+        .iter()
+        .take_while(|m| m.at.duration_since(first) <= RECEIVE_FOR)
+        .count();
+    &msgs[..live]
+}
+
 /// After a stop: the messages still coming, then the normal close frame.
 async fn until_close<S>(
     sock: &mut tokio_tungstenite::WebSocketStream<S>,
@@ -337,36 +381,14 @@ async fn whep_pull_delivers_the_tone_sequence_and_deletes_on_stop() {
     let sid = session[8..].trim().to_owned();
 
     let keys = ["traceId", "stmId", "timestamp", "data"];
-    let mut msgs = Vec::new();
-    let receive_for = Duration::from_millis(4_500);
-    let mut first: Option<Instant> = None;
-    while first.is_none_or(|f| f.elapsed() < receive_for) {
-        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
-            .await
-            .expect("audio keeps coming");
-        match next {
-            Some(Ok(Message::Text(t))) => {
-                let now = Instant::now();
-                first.get_or_insert(now);
-                msgs.push(parse_message(&t, &keys, now));
-            }
-            Some(Ok(Message::Close(c))) => panic!("closed early: {c:?}"),
-            Some(Ok(_)) => {}
-            other => panic!("WebSocket ended: {other:?}"),
-        }
-    }
+    let mut msgs = receive_live(&mut sock, &keys).await;
     let stats = bridge.stats.clone();
     bridge.stop();
     // Stop drains: the rest of the audio, then a normal close frame.
     until_close(&mut sock, &mut msgs, &keys).await;
     server.expect_deleted(&sid);
 
-    // The drained tail arrives all at once: judge the timeline on the live part.
-    let live = msgs
-        .iter()
-        .take_while(|m| m.at.duration_since(first.unwrap()) <= receive_for)
-        .count();
-    check_timeline(&msgs[..live]);
+    check_timeline(live_part(&msgs));
     for w in msgs.windows(2) {
         assert!(w[1].timestamp > w[0].timestamp, "timestamps strictly grow");
     }
@@ -811,23 +833,7 @@ async fn whep_pull_with_ca_delivers_over_https_and_wss_and_deletes_on_stop() {
     let sid = session[8..].trim().to_owned();
 
     let keys = ["traceId", "stmId", "timestamp", "data"];
-    let mut msgs = Vec::new();
-    let receive_for = Duration::from_millis(4_500);
-    let mut first: Option<Instant> = None;
-    while first.is_none_or(|f| f.elapsed() < receive_for) {
-        let next = tokio::time::timeout(Duration::from_secs(10), sock.next())
-            .await
-            .expect("audio keeps coming");
-        match next {
-            Some(Ok(Message::Text(t))) => {
-                let now = Instant::now();
-                first.get_or_insert(now);
-                msgs.push(parse_message(&t, &keys, now));
-            }
-            Some(Ok(_)) => {}
-            other => panic!("WebSocket ended: {other:?}"),
-        }
-    }
+    let mut msgs = receive_live(&mut sock, &keys).await;
     // SIGTERM: the session is DELETEd over https, the rest sent, a normal close.
     killed.signal("-TERM");
     until_close(&mut sock, &mut msgs, &keys).await;
@@ -837,11 +843,7 @@ async fn whep_pull_with_ca_delivers_over_https_and_wss_and_deletes_on_stop() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "whep-pull exits cleanly: {status}");
-    let live = msgs
-        .iter()
-        .take_while(|m| m.at.duration_since(first.unwrap()) <= receive_for)
-        .count();
-    check_timeline(&msgs[..live]);
+    check_timeline(live_part(&msgs));
     check_tones(&msgs);
 }
 

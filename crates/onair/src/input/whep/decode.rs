@@ -519,10 +519,6 @@ impl Stage {
             self.emit(&resampled, blocks);
         }
     }
-
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.jitter.next_deadline()
-    }
 }
 
 fn unix_now() -> f64 {

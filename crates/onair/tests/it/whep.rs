@@ -149,6 +149,28 @@ fn bridge_config_with(whep: &str, ws_url: &str, fields: &str, tls: ClientTls) ->
     }
 }
 
+/// A bridge from `server` to a WebSocket consumer of the test's, once connected.
+async fn start_with_consumer(
+    server: &WhepServer,
+    fields: &str,
+) -> (
+    Bridge,
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+) {
+    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge = Bridge::start(bridge_config(
+        &server.url(),
+        ws.local_addr().unwrap(),
+        fields,
+    ))
+    .unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
+        .await
+        .expect("bridge connects to the WebSocket")
+        .unwrap();
+    (bridge, tokio_tungstenite::accept_async(tcp).await.unwrap())
+}
+
 /// One received message, checked for shape.
 #[derive(Debug)]
 struct Received {
@@ -486,18 +508,7 @@ async fn a_websocket_drop_loses_no_audio_and_whep_busy_is_retried() {
 async fn a_whep_server_that_goes_away_is_reconnected_and_the_gap_filled() {
     // The first session ends (server side, no DELETE) 1.5 s after it connected.
     let server = WhepServer::start(&["--end-after", "1.5"]);
-    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bridge = Bridge::start(bridge_config(
-        &server.url(),
-        ws.local_addr().unwrap(),
-        "seq",
-    ))
-    .unwrap();
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
-        .await
-        .expect("bridge connects to the WebSocket")
-        .unwrap();
-    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let (bridge, mut sock) = start_with_consumer(&server, "seq").await;
     let keys = ["traceId", "stmId", "timestamp", "data", "seq"];
     let mut msgs = Vec::new();
     let mut sessions = 0;
@@ -693,13 +704,7 @@ async fn bridges_from_config_and_the_api_run_and_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_answering_pcmu_is_decoded_as_g711() {
     let server = WhepServer::start(&["--codec", "PCMU"]);
-    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bridge = Bridge::start(bridge_config(&server.url(), ws.local_addr().unwrap(), "")).unwrap();
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
-        .await
-        .expect("bridge connects to the WebSocket")
-        .unwrap();
-    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let (bridge, mut sock) = start_with_consumer(&server, "").await;
     let keys = ["traceId", "stmId", "timestamp", "data"];
     let mut msgs = Vec::new();
     while msgs.len() < 35 {
@@ -723,18 +728,7 @@ async fn a_server_answering_pcmu_is_decoded_as_g711() {
 async fn lost_and_reordered_packets_are_concealed_without_losing_time() {
     // 4 % of RTP packets never sent, one in seven sent after its successor.
     let server = WhepServer::start(&["--drop-every", "25", "--reorder-every", "7"]);
-    let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bridge = Bridge::start(bridge_config(
-        &server.url(),
-        ws.local_addr().unwrap(),
-        "seq",
-    ))
-    .unwrap();
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), ws.accept())
-        .await
-        .expect("bridge connects to the WebSocket")
-        .unwrap();
-    let mut sock = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let (bridge, mut sock) = start_with_consumer(&server, "seq").await;
     let keys = ["traceId", "stmId", "timestamp", "data", "seq"];
     let mut msgs = Vec::new();
     while msgs.len() < 40 {
